@@ -1,0 +1,247 @@
+"""Worker processes on PostgreSQL: throughput, latency, recovery time, memory.
+
+Run with ``make bench BENCH=worker`` (a fresh database from tools/pgtest.py)
+or ``python -P bench/worker.py`` with ``SAGALOG_TEST_DSN`` set. Every phase
+works in a namespace of its own. It prints:
+
+* the raw INSERT+COMMIT rate of the same database (one connection, one row per
+  commit): the physical limit a sequential saga runs into;
+* latency of a 3-step no-op saga run one at a time, ``start`` -> ``result``
+  (p50/p99), i.e. the one-at-a-time rate;
+* throughput of the same saga with many in flight (``BENCH_SAGAS`` started up
+  front) drained by 1 and then 2 worker processes (workflows/s, steps/s);
+* time from ``kill -9`` of a worker to all of its instances resumed by another;
+* resident memory of a worker holding ``BENCH_SLEEPERS`` sleeping sagas.
+
+Targets (issue 4): >= 350 workflows/s one at a time, >= 2,000 workflows/s with
+many in flight, recovery within lease + 2 s, 10,000 sleeping sagas < 100 MB.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import anyio
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+
+from chaos import WorkerProcess, read_runs
+from sagalog.engine.client import Client
+from sagalog.engine.workflow import load_modules
+from sagalog.storage import Journal, connect
+
+SAGAS = int(os.environ.get("BENCH_SAGAS", "3000"))
+SOLO = int(os.environ.get("BENCH_SOLO", "200"))
+SLEEPERS = int(os.environ.get("BENCH_SLEEPERS", "10000"))
+LEASE = 2.0
+LOGS = Path(tempfile.mkdtemp(prefix="sagalog-bench-"))
+
+
+def dsn() -> str:
+    url = os.environ.get("SAGALOG_TEST_DSN")
+    if not url:
+        sys.exit("bench/worker.py: set SAGALOG_TEST_DSN (make bench BENCH=worker does)")
+    return url
+
+
+def raw_commit_rate(url: str, seconds: float = 2.0) -> float:
+    """INSERT + COMMIT of one small row per transaction, on one connection."""
+    with psycopg.connect(url, autocommit=False) as conn:
+        conn.execute("CREATE TEMP TABLE bench_raw (id bigserial PRIMARY KEY, payload bytea)")
+        conn.commit()
+        count, began = 0, time.perf_counter()
+        while time.perf_counter() - began < seconds:
+            conn.execute("INSERT INTO bench_raw (payload) VALUES (%s)", (b"x" * 64,))
+            conn.commit()
+            count += 1
+        return count / (time.perf_counter() - began)
+
+
+async def namespace(root: Journal) -> Journal:
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    await root.create_namespace(name)
+    return await root.in_namespace(name)
+
+
+async def workers(url: str, ns: str, count: int, **kw: Any) -> list[WorkerProcess]:
+    spawned = [
+        await WorkerProcess.spawn(url, namespace=ns, name=f"{ns}-w{i}", log_dir=LOGS, **kw)
+        for i in range(count)
+    ]
+    for proc in spawned:  # imported, connected and claiming before any clock starts
+        while f"worker {proc.name} on" not in proc.log_text():  # noqa: ASYNC110 (another process)
+            await anyio.sleep(0.05)
+    return spawned
+
+
+PROBLEMS: list[str] = []
+
+
+async def stop(procs: list[WorkerProcess]) -> None:
+    """SIGTERM the workers; remember any error they logged or a bad exit status."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        status = await proc.wait()
+        lines = [ln for ln in proc.log_text().splitlines() if " ERROR " in ln or "Traceback" in ln]
+        PROBLEMS.extend(f"{proc.name}: {ln}" for ln in lines)
+        if status != 0:
+            PROBLEMS.append(f"{proc.name} exited with {status}")
+
+
+async def latency(url: str, root: Journal, client_of: Any) -> tuple[float, float, float]:
+    """(p50 ms, p99 ms, workflows/s) of start -> result, one saga at a time."""
+    journal = await namespace(root)
+    procs = await workers(url, journal.namespace, 1, concurrency=50, lease=30.0)
+    client = client_of(journal)
+    times = []
+    try:
+        for i in range(SOLO):
+            began = time.perf_counter()
+            instance = await client.start("noop_saga", i)
+            await client.result(instance, 30)
+            times.append(time.perf_counter() - began)
+    finally:
+        await stop(procs)
+    cuts = statistics.quantiles(times, n=100)
+    return cuts[49] * 1000, cuts[98] * 1000, len(times) / sum(times)
+
+
+async def throughput(
+    url: str, root: Journal, client_of: Any, processes: int
+) -> tuple[float, float, float]:
+    """(starts/s, workflows/s, worker CPU ms per saga) of ``SAGAS`` no-op sagas."""
+    journal = await namespace(root)
+    client = client_of(journal)
+    procs = await workers(url, journal.namespace, processes, concurrency=500, lease=30.0)
+    cpu_before = sum(cpu_seconds(p.process.pid) for p in procs)
+    began = time.perf_counter()
+    try:
+        async with anyio.create_task_group() as tg:
+            limiter = anyio.CapacityLimiter(64)
+
+            async def start(i: int) -> None:
+                async with limiter:
+                    await client.start("noop_saga", i)
+
+            for i in range(SAGAS):
+                tg.start_soon(start, i)
+        started = time.perf_counter() - began
+        await until_terminal(journal)
+    finally:
+        elapsed = time.perf_counter() - began
+        cpu = sum(cpu_seconds(p.process.pid) for p in procs) - cpu_before
+        await stop(procs)
+    return SAGAS / started, SAGAS / elapsed, cpu / SAGAS * 1000
+
+
+async def until_terminal(journal: Journal) -> None:
+    """Wait until the work index is empty (every instance ended)."""
+    while await journal.next_ready_at() is not None:  # noqa: ASYNC110 (polling the database)
+        await anyio.sleep(0.05)
+
+
+async def recovery(url: str, root: Journal, client_of: Any) -> tuple[float, int]:
+    """Seconds from kill -9 until every instance the victim held has a newer event."""
+    journal = await namespace(root)
+    runs = LOGS / f"{journal.namespace}-runs.jsonl"
+    victim = (await workers(url, journal.namespace, 1, lease=LEASE, runs=runs, concurrency=100))[0]
+    client = client_of(journal)
+    ids = [
+        await client.start("chaos_order", {"id": f"r{i}", "work": 30.0, "flaky": 0.0}, id=f"r{i}")
+        for i in range(50)
+    ]
+    # Every saga inside its 30 s first step:
+    while len(read_runs(runs)) < len(ids):  # noqa: ASYNC110 (another process)
+        await anyio.sleep(0.05)
+    versions = {i: await journal.stream_version(f"wf-{i}") for i in ids}
+    rescuer = (await workers(url, journal.namespace, 1, lease=LEASE, runs=runs, concurrency=100))[0]
+    victim.kill()
+    killed = time.perf_counter()
+    await victim.wait()
+    pending = set(ids)
+    while pending:
+        pending = {i for i in pending if await journal.stream_version(f"wf-{i}") == versions[i]}
+        await anyio.sleep(0.02)
+    took = time.perf_counter() - killed
+    await stop([rescuer])
+    return took, len(ids)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def sleepers(url: str, root: Journal, client_of: Any) -> tuple[float, float]:
+    """(idle RSS MB, RSS MB holding SLEEPERS sleeping sagas) of one worker process."""
+    journal = await namespace(root)
+    proc = (await workers(url, journal.namespace, 1, concurrency=500, lease=30.0))[0]
+    idle = rss_mb(proc.process.pid)
+    client = client_of(journal)
+    async with anyio.create_task_group() as tg:
+        limiter = anyio.CapacityLimiter(64)
+
+        async def start(i: int) -> None:
+            async with limiter:
+                await client.start("sleeper", 3600.0)
+
+        for i in range(SLEEPERS):
+            tg.start_soon(start, i)
+    # All asleep when every work-index row is due an hour from now.
+    while True:
+        due = await journal.next_ready_at()
+        if due is not None and (due - journal.clock.now()).total_seconds() > 60:
+            break
+        await anyio.sleep(0.2)
+    held = rss_mb(proc.process.pid)
+    await stop([proc])
+    return idle, held
+
+
+async def main() -> None:
+    url = dsn()
+    root = await connect(url)
+    registry = load_modules(["chaos_workflows"])
+
+    def client_of(journal: Journal) -> Client:
+        return Client(journal, registry)
+
+    print(f"worker benchmark on {root.description} (logs in {LOGS})")
+    print(f"raw INSERT+COMMIT, one connection: {raw_commit_rate(url):,.0f} commits/s")
+    p50, p99, rate = await latency(url, root, client_of)
+    print(f"one at a time, start->result of a 3-step no-op saga: p50 {p50:.2f} ms, p99 {p99:.2f} ms "
+          f"({rate:,.0f} workflows/s)")
+    for processes in (1, 2):
+        starts, wps, cpu = await throughput(url, root, client_of, processes)
+        print(f"{SAGAS} sagas started at {starts:,.0f}/s with {processes} worker process(es): "
+              f"{wps:,.0f} workflows/s, {wps * 3:,.0f} steps/s, {cpu:.2f} ms worker CPU a saga")
+    took, count = await recovery(url, root, client_of)
+    print(f"kill -9 of a worker holding {count} instances: all resumed by another after {took:.2f} s "
+          f"(lease {LEASE:g} s)")
+    idle, held = await sleepers(url, root, client_of)
+    print(f"worker memory: {idle:.0f} MB idle, {held:.0f} MB holding {SLEEPERS:,} sleeping sagas")
+    print(f"errors logged by the workers: {len(PROBLEMS)}")
+    for problem in PROBLEMS[:10]:
+        print(f"  {problem}")
+    await root.close()
+
+
+if __name__ == "__main__":
+    anyio.run(main)

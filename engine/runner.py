@@ -1,0 +1,740 @@
+"""The in-process engine: run workflow instances against a journal.
+
+:class:`Runner` owns no process or command-line concerns, so the worker
+(``sagalog worker``) and :func:`run` both build on it. Everything it writes
+goes through one path, :meth:`Runner._commit`: feed the new inputs (a step's
+outcome, a fired timer) to the instance's executor, take the decisions the
+workflow code made, add the attempts to start, and append all of it in one
+batch at the expected version, together with the work-index ``Schedule``
+folded from the result. A crash between two appends therefore loses at most
+one batch: a step whose completion was recorded never runs again, and one
+whose completion was not runs again with the next attempt number.
+
+Executors are kept in an LRU cache (sticky execution); a miss, or any
+``ConcurrencyError`` (someone else appended), replays from the journal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import anyio.abc
+import msgspec
+from cachetools import LRUCache
+from sagalog.engine.breaker import Breakers
+from sagalog.engine.retry import DEFAULT_RETRY, RetryPolicy, resolve_policy
+from sagalog.engine.sessions import Sessions, register_session_steps
+from sagalog.engine.steps import outcome_event, run_attempt
+from sagalog.engine.workflow import DEFAULT_REGISTRY, Registry, StepContext, Workflow
+from sagalog.replay.events import (
+    CancelRequested,
+    ChildCancelRequested,
+    ChildCompleted,
+    ChildFailed,
+    ChildStarted,
+    CompensationCompleted,
+    CompensationFailed,
+    CompensationRetried,
+    CompensationSkipped,
+    ParentNotified,
+    SignalReceived,
+    SignalTimedOut,
+    StepCancelled,
+    StepCompleted,
+    StepFailed,
+    StepStarted,
+    TimerFired,
+    WorkflowContinuedAsNew,
+    WorkflowEvent,
+    WorkflowParked,
+    WorkflowStarted,
+    WorkflowUnparked,
+    decode_event,
+    encode_event,
+    stream_id,
+)
+from sagalog.replay.executor import Executor, StepTask, default_decode
+from sagalog.replay.folding import load_state
+from sagalog.replay.saga import TERMINAL, SagaFold, SagaState, apply_event, ready_at
+from sagalog.storage import NO_STREAM, Journal, Schedule, Snapshot, check_stream_id, encode_value
+
+from sagalog.clock import SYSTEM_CLOCK, Clock
+from sagalog.errors import (
+    ConcurrencyError,
+    DecodingError,
+    NonDeterminismError,
+    NotFoundError,
+    UnknownWorkflowError,
+    WorkflowCancelledError,
+    WorkflowError,
+    WorkflowFailedError,
+    WorkflowParkedError,
+)
+
+_COMMIT_TRIES = 8
+_OUTCOMES = (StepCompleted, StepFailed, CompensationCompleted, CompensationFailed)
+
+
+class _Live(msgspec.Struct):
+    """A cached, replayed instance: its executor and folded state."""
+
+    executor: Executor
+    state: SagaState
+    workflow: Workflow
+
+
+class _Idle(Exception):
+    """Loading an instance found it ended, or parked it: no code to run. Carries its state."""
+
+    def __init__(self, state: SagaState) -> None:
+        self.state = state
+
+
+class Runner:
+    """Runs workflow instances stored in ``journal``.
+
+    Args:
+        journal: where instances live.
+        registry: the workflows and steps this process knows (default: the global one).
+        clock: all time (timers, retries, step timeouts); tests pass a ManualClock.
+        worker_id: recorded in event metadata and used for work-index leases.
+        snapshot_every: save a SagaState snapshot every N events (0: never).
+        cache_size: how many replayed instances to keep in memory.
+        default_retry: retry policy of steps when neither step nor workflow names one.
+        breakers: circuit breakers shared by steps that declare one.
+        lease_seconds: how long :meth:`run_until_idle` leases a ready instance.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        registry: Registry | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        worker_id: str | None = None,
+        snapshot_every: int = 100,
+        cache_size: int = 1024,
+        default_retry: RetryPolicy = DEFAULT_RETRY,
+        breakers: Breakers | None = None,
+        lease_seconds: float = 60.0,
+    ) -> None:
+        self.journal = journal
+        self.registry = registry or DEFAULT_REGISTRY
+        self.clock = clock
+        self.worker_id = worker_id or f"runner-{uuid.uuid4().hex[:8]}"
+        self.snapshot_every = snapshot_every
+        self.default_retry = default_retry
+        self.breakers = breakers or Breakers(clock)
+        self.lease_seconds = lease_seconds
+        self.cache: LRUCache[str, _Live] = LRUCache(maxsize=max(1, cache_size))
+        self.cache_hits = 0
+        """Advances that found the instance's executor in the cache."""
+        self.cache_misses = 0
+        """Advances that replayed the instance from the journal."""
+        self.steps_run = 0
+        """Step and compensation attempts run to an outcome."""
+        self._fold = SagaFold()
+        self._locks: dict[str, anyio.Lock] = {}
+        self._inflight: dict[str, dict[int, anyio.CancelScope]] = {}
+        self._rng = random.Random()
+        self._meta = {"worker": self.worker_id}
+        # -- sessions (issue 5): ctx.session commands run as built-in steps with
+        # these Sessions; ending a session cancels or signals its bound instances.
+        self.sessions = Sessions(journal, clock=clock, workflows=self)
+        register_session_steps(self.registry)
+
+    # -- starting -------------------------------------------------------------
+
+    async def start(
+        self,
+        workflow: Workflow | str,
+        *args: Any,
+        id: str | None = None,
+        session_id: str | None = None,
+    ) -> str:
+        """Start an instance of ``workflow`` with ``args``; returns its id.
+
+        Idempotent by ``id``: starting an id that exists returns it and changes nothing.
+
+        Raises:
+            UnknownWorkflowError: no workflow of that name is registered.
+            EncodingError: an argument cannot be encoded (names it and its type).
+            InvalidCommandError: the arguments do not fit the workflow's parameters.
+            WorkflowError: ``id`` exists and runs another workflow, or the workflow
+                needs a session and ``session_id`` is None.
+            SessionNotFoundError, SessionClosedError, SessionExpiredError: ``session_id``
+                names no open session.
+        """
+        wf = self.registry.resolve(workflow)
+        data = wf.encode_args(args)
+        instance_id = id if id is not None else uuid.uuid4().hex
+        check_stream_id(stream_id(instance_id))
+        if session_id is not None:  # issue 5: bound first, so a closed session refuses the start
+            await self.sessions.bind_workflow(session_id, instance_id, wf.on_session_end)
+        elif wf.session:
+            raise WorkflowError(
+                f"workflow {wf.name!r} runs in a session: start it with session_id=... "
+                "(open one with Sessions.open)"
+            )
+        await self._create(instance_id, WorkflowStarted(wf.name, data, session_id=session_id))
+        return instance_id
+
+    async def _create(self, instance_id: str, started: WorkflowStarted) -> None:
+        stream = stream_id(instance_id)
+        try:
+            await self.journal.append(
+                stream,
+                NO_STREAM,
+                [encode_event(started, self._meta)],
+                schedule=Schedule(self.clock.now()),
+            )
+        except ConcurrencyError:
+            first = await self.journal.read_stream(stream, 1, 1)
+            existing = decode_event(first[0])
+            if isinstance(existing, WorkflowStarted) and existing.workflow != started.workflow:
+                raise WorkflowError(
+                    f"instance {instance_id!r} already exists and runs workflow "
+                    f"{existing.workflow!r}, not {started.workflow!r}"
+                ) from None
+
+    # -- reading ----------------------------------------------------------------
+
+    async def describe(self, instance_id: str) -> SagaState:
+        """The instance's state, from its latest snapshot and the events after it.
+
+        Raises:
+            NotFoundError: there is no such instance.
+        """
+        state, version = await load_state(self.journal, stream_id(instance_id), self._fold)
+        if version == 0:
+            raise NotFoundError(f"no workflow instance {instance_id!r}")
+        return state
+
+    async def result(self, instance_id: str, timeout: float | None = None) -> Any:
+        """Wait until the instance ends and return its result (follows continue-as-new).
+
+        ``timeout`` is in real seconds (None: wait for ever).
+
+        Raises:
+            WorkflowFailedError: it ended failed, compensated or compensation_failed.
+            WorkflowCancelledError: it was cancelled.
+            WorkflowParkedError: it is parked and waits for an operator.
+            TimeoutError: ``timeout`` passed first.
+            NotFoundError: there is no such instance.
+        """
+        try:
+            with anyio.fail_after(timeout):
+                return await self._await_result(instance_id)
+        except TimeoutError:
+            raise TimeoutError(
+                f"workflow {instance_id!r} did not end within {timeout:g} seconds"
+            ) from None
+
+    async def _await_result(self, instance_id: str) -> Any:
+        current = instance_id
+        while True:
+            state = await self.describe(current)
+            if state.continued_as is not None:
+                current = state.continued_as
+                continue
+            match state.status:
+                case "completed":
+                    return default_decode("workflow", state.workflow, state.result or b"\xc0")
+                case "failed" | "compensated" | "compensation_failed":
+                    raise WorkflowFailedError(current, state.status, state.error_type, state.message)
+                case "cancelled":
+                    raise WorkflowCancelledError(current, state.message)
+                case "parked":
+                    raise WorkflowParkedError(current, state.parked_reason)
+            last = await self.journal.read_stream(stream_id(current), state.version, 1)
+            await self.journal.wait_for_new(last[0].position if last else 0, 1.0)
+
+    # -- signals, cancel, operators -----------------------------------------------
+
+    async def signal(self, instance_id: str, name: str, payload: Any = None) -> None:
+        """Deliver signal ``name`` with ``payload``; it waits in a buffer until a wait takes it.
+
+        Raises:
+            NotFoundError: there is no such instance.
+            WorkflowError: the instance has ended.
+            EncodingError: the payload cannot be encoded.
+        """
+        if not isinstance(name, str) or not name:
+            raise WorkflowError(f"a signal name must be a non-empty string, got {name!r}")
+        data = encode_value(payload, f"payload of signal {name!r}")
+        await self._append_input(instance_id, SignalReceived(name, data), refuse_ended=True)
+
+    async def cancel(self, instance_id: str, reason: str = "") -> None:
+        """Ask the instance to cancel: it compensates what it did, then ends ``cancelled``.
+
+        Running non-detached child workflows are cancelled too. A no-op for an
+        instance that already ended or is compensating.
+
+        Raises:
+            NotFoundError: there is no such instance.
+        """
+        state = await self._append_input(instance_id, CancelRequested(reason), refuse_ended=False)
+        if state is not None and self._inflight.get(instance_id):
+            await self._tick(instance_id, [], None)  # cancel the steps running here now
+
+    async def _append_input(
+        self, instance_id: str, event: WorkflowEvent, *, refuse_ended: bool
+    ) -> SagaState | None:
+        """Append an input that needs no workflow code (signals, cancels), retrying races."""
+        for _ in range(_COMMIT_TRIES):
+            state = await self.describe(instance_id)
+            if state.terminal:
+                if refuse_ended:
+                    raise WorkflowError(
+                        f"workflow {instance_id!r} has ended ({state.status}); "
+                        f"{type(event).__name__} was not delivered"
+                    )
+                return None
+            after = apply_event(state, event, state.version + 1)
+            try:
+                await self.journal.append(
+                    stream_id(instance_id),
+                    state.version,
+                    [encode_event(event, self._meta)],
+                    schedule=Schedule(ready_at(after, self.clock.now())),
+                )
+            except ConcurrencyError:
+                continue
+            return after
+        raise ConcurrencyError(stream_id(instance_id), -1, -1)
+
+    async def retry_compensation(self, instance_id: str, actor: str = "") -> SagaState:
+        """Run the failed compensation of a ``compensation_failed`` instance again.
+
+        Raises:
+            WorkflowError: the instance is not waiting for an operator.
+        """
+        return await self._operator(instance_id, actor, retry=True)
+
+    async def skip_compensation(self, instance_id: str, actor: str = "") -> SagaState:
+        """Give up on the failed compensation and go on with the next one.
+
+        Raises:
+            WorkflowError: the instance is not waiting for an operator.
+        """
+        return await self._operator(instance_id, actor, retry=False)
+
+    async def _operator(self, instance_id: str, actor: str, *, retry: bool) -> SagaState:
+        state = await self.describe(instance_id)
+        failed = [s for s in state.steps.values() if s.kind == "compensation" and s.status == "failed"]
+        if state.status != "compensation_failed" or not failed:
+            raise WorkflowError(
+                f"workflow {instance_id!r} is {state.status}, not compensation_failed: "
+                "there is no failed compensation to retry or skip"
+            )
+        seq = failed[-1].seq
+        event = CompensationRetried(seq, actor) if retry else CompensationSkipped(seq, actor)
+        return await self._tick(instance_id, [event], None)
+
+    async def unpark(self, instance_id: str, actor: str = "") -> SagaState:
+        """Let a parked instance run again, once the code or data that parked it is fixed.
+
+        Raises:
+            WorkflowError: the instance is not parked.
+            NonDeterminismError, UnknownWorkflowError, DecodingError: it still
+                cannot run (nothing is appended).
+        """
+        state = await self.describe(instance_id)
+        if state.status != "parked":
+            raise WorkflowError(f"workflow {instance_id!r} is {state.status}, not parked")
+        self.cache.pop(instance_id, None)
+        async with self._lock(instance_id):
+            live = await self._replay(instance_id, await self._read(instance_id), park=False)
+            await self._commit(live, [WorkflowUnparked(actor)], start=False)
+            return live.state
+
+    # -- advancing ------------------------------------------------------------------
+
+    async def advance(self, instance_id: str) -> SagaState:
+        """Run the instance as far as it can go now, then return its state.
+
+        Replays it (from the cache or the journal), fires due timers and
+        timeouts, runs due steps (concurrently, to their outcome), and records
+        every decision, until it waits for time, a signal or a child, or ends.
+        Parks it when its workflow is unknown, non-deterministic or undecodable.
+        """
+        async with anyio.create_task_group() as tg:
+            first = await self._tick(instance_id, [], tg)
+        live = self.cache.get(instance_id)
+        if live is not None:
+            return live.state
+        try:
+            return await self.describe(instance_id)
+        except DecodingError:
+            return first  # parked as undecodable: only the state seen on parking is readable
+
+    async def run_until_idle(self, limit: int = 100) -> int:
+        """Advance every instance that is due now (by this runner's clock) until none is.
+
+        Returns:
+            How many advances were made.
+        """
+        advanced = 0
+        while True:
+            claims = await self.journal.claim(self.worker_id, self.lease_seconds, limit)
+            now = self.clock.now()
+            due = [c.stream_id for c in claims if c.stream_id.startswith("wf-") and c.ready_at <= now]
+            # Keep the leases of the instances advanced below until they are done, so
+            # another runner on the same journal does not run them at the same time.
+            idle = [c.stream_id for c in claims if c.stream_id not in due]
+            await self.journal.release(self.worker_id, idle)
+            # issue 5: expire due sessions here too (cancelling or signalling their
+            # bound instances); go round again only if that recorded something.
+            ended = False
+            for claim in claims:
+                if claim.stream_id.startswith("session-") and claim.ready_at <= now:
+                    ended |= await self.sessions.expire_if_due(claim.stream_id.removeprefix("session-"))
+            if not due and not ended:
+                return advanced
+            try:
+                async with anyio.create_task_group() as tg:
+                    for stream in due:
+                        tg.start_soon(self.advance, stream.removeprefix("wf-"))
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await self.journal.release(self.worker_id, due)
+            advanced += len(due)
+
+    def _lock(self, instance_id: str) -> anyio.Lock:
+        lock = self._locks.get(instance_id)
+        if lock is None:
+            if len(self._locks) > 4 * self.cache.maxsize:
+                self._locks = {k: v for k, v in self._locks.items() if v.locked()}
+            lock = self._locks[instance_id] = anyio.Lock()
+        return lock
+
+    async def _tick(
+        self,
+        instance_id: str,
+        inputs: Sequence[WorkflowEvent],
+        tg: anyio.abc.TaskGroup | None,
+    ) -> SagaState:
+        """Commit ``inputs`` and what follows from them; start due steps when ``tg`` is given."""
+        for _ in range(_COMMIT_TRIES):
+            try:
+                async with self._lock(instance_id):
+                    try:
+                        live = await self._load(instance_id)
+                    except _Idle as idle:
+                        state, decided = idle.state, []
+                    else:
+                        decided = await self._commit_all(live, inputs, tg)
+                        state = live.state
+            except ConcurrencyError:
+                self.cache.pop(instance_id, None)  # someone else appended: replay
+                continue
+            await self._after_commit(instance_id, state, decided)
+            return state
+        raise ConcurrencyError(stream_id(instance_id), -1, -1)
+
+    async def _commit_all(
+        self, live: _Live, inputs: Sequence[WorkflowEvent], tg: anyio.abc.TaskGroup | None
+    ) -> list[WorkflowEvent]:
+        ex = live.executor
+        pending = [event for event in inputs if _still_valid(ex, event)]
+        decided: list[WorkflowEvent] = []
+        while True:
+            now = self.clock.now()
+            pending += [TimerFired(seq) for seq in ex.due_timers(now)]
+            pending += [SignalTimedOut(seq) for seq in ex.due_timeouts(now)]
+            started, decisions = await self._commit(live, pending, start=tg is not None)
+            decided += decisions
+            pending = []
+            if tg is not None:
+                for task in started:
+                    self._launch(live, task, tg)
+            if not (ex.due_timers(now) or ex.due_timeouts(now)) or ex.ended:
+                return decided
+
+    def _launch(self, live: _Live, task: StepTask, tg: anyio.abc.TaskGroup) -> None:
+        scope = anyio.CancelScope()
+        self._inflight.setdefault(live.executor.instance_id, {})[task.seq] = scope
+        snapshot = msgspec.structs.replace(task)  # the executor's copy keeps changing
+        tg.start_soon(self._run_step, live.executor.instance_id, live.workflow, snapshot, scope, tg)
+
+    async def _run_step(
+        self,
+        instance_id: str,
+        wf: Workflow,
+        task: StepTask,
+        scope: anyio.CancelScope,
+        tg: anyio.abc.TaskGroup,
+    ) -> None:
+        step = self.registry.steps.get(task.name)
+        if step is None:
+            self._inflight.get(instance_id, {}).pop(task.seq, None)
+            await self._park_running(instance_id, f"step {task.name!r} is not registered in this process")
+            return
+        policy = resolve_policy(step.retry, wf.retry, self.default_retry)
+        context = StepContext(
+            instance_id, wf.name, task.name, task.seq, task.attempt, sessions=self.sessions
+        )
+        attempt = None
+        running = self._inflight.get(instance_id, {})
+        try:
+            with scope:
+                attempt = await run_attempt(step, task, context, policy.timeout, self.clock, self.breakers)
+            if attempt is None or scope.cancel_called:
+                return  # abandoned: the step was cancelled (a gather failed fast, or a cancel)
+            self.steps_run += 1
+            event = outcome_event(task, attempt, policy, self.clock.now(), self._rng)
+            # Still marked as running here until its outcome is committed, so a
+            # concurrent commit does not take it for a crashed attempt.
+            await self._tick(instance_id, [event], tg)
+        finally:
+            if running.get(task.seq) is scope:
+                del running[task.seq]
+
+    # -- loading ------------------------------------------------------------------
+
+    async def _read(self, instance_id: str) -> list[tuple[int, WorkflowEvent]]:
+        stored = await self.journal.read_stream(stream_id(instance_id))
+        if not stored:
+            raise NotFoundError(f"no workflow instance {instance_id!r}")
+        return [(event.version, decode_event(event)) for event in stored]
+
+    async def _load(self, instance_id: str) -> _Live:
+        """The instance's live executor, from the cache (caught up) or replayed."""
+        live = self.cache.get(instance_id)
+        if live is not None:
+            self.cache_hits += 1
+            tail = await self.journal.read_stream(stream_id(instance_id), live.state.version + 1)
+            if not tail:
+                return live
+            try:
+                pairs = [(event.version, decode_event(event)) for event in tail]
+                live.executor.now = self.clock.now()
+                live.executor.feed(pairs)
+                live.state = _fold(live.state, pairs)
+            except (DecodingError, NonDeterminismError):
+                self.cache.pop(instance_id, None)
+            else:
+                if live.state.status in ("parked", *TERMINAL):
+                    self.cache.pop(instance_id, None)
+                    raise _Idle(live.state)
+                return live
+        self.cache_misses += 1
+        try:
+            pairs = await self._read(instance_id)
+        except DecodingError as exc:
+            raise _Idle(await self._park(instance_id, "undecodable", str(exc))) from None
+        return await self._replay(instance_id, pairs, park=True)
+
+    async def _replay(self, instance_id: str, pairs: list[tuple[int, WorkflowEvent]], *, park: bool) -> _Live:
+        state = await self._state_from(instance_id, pairs)
+        if park and (state.status in TERMINAL or state.status == "parked"):
+            raise _Idle(state)
+        try:
+            wf = self.registry.workflow(state.workflow)
+            executor = Executor(
+                wf.fn, instance_id, wf.name, decode_args=wf.decode_args, decode_result=self._decode
+            )
+            executor.now = self.clock.now()  # the time of decisions not recorded yet
+            executor.feed(pairs)
+        except (UnknownWorkflowError, NonDeterminismError, DecodingError) as exc:
+            if not park:
+                raise
+            kind = {UnknownWorkflowError: "unknown_workflow", NonDeterminismError: "non_determinism"}
+            raise _Idle(
+                await self._park(instance_id, kind.get(type(exc), "undecodable"), str(exc), state)
+            ) from None
+        live = _Live(executor, state, wf)
+        self.cache[instance_id] = live
+        return live
+
+    async def _state_from(self, instance_id: str, pairs: list[tuple[int, WorkflowEvent]]) -> SagaState:
+        """The latest snapshot plus the events after it, so a long history is not folded from event 1."""
+        state, start = self._fold.initial(stream_id(instance_id)), 0
+        if self.snapshot_every > 0 and pairs:
+            stream = stream_id(instance_id)
+            found = await self.journal.latest_snapshot(stream, pairs[-1][0], self._fold.schema)
+            if found is not None:
+                with contextlib.suppress(DecodingError):  # derived data: an unreadable one is skipped
+                    state, start = self._fold.decode(found.state), found.version
+        return _fold(state, [pair for pair in pairs if pair[0] > start])
+
+    def _decode(self, kind: str, name: str, data: bytes) -> Any:
+        step = self.registry.steps.get(name) if kind == "step" else None
+        return step.decode_result(data) if step is not None else default_decode(kind, name, data)
+
+    async def _park(
+        self, instance_id: str, kind: str, reason: str, state: SagaState | None = None
+    ) -> SagaState:
+        """Append WorkflowParked (not terminal: an operator can fix and unpark)."""
+        self.cache.pop(instance_id, None)
+        if state is None:
+            state = await self._readable_state(instance_id)
+        event = WorkflowParked(reason, kind)  # type: ignore[arg-type]
+        await self.journal.append(
+            stream_id(instance_id), state.version, [encode_event(event, self._meta)], schedule=Schedule(None)
+        )
+        return apply_event(state, event, state.version + 1)
+
+    async def _readable_state(self, instance_id: str) -> SagaState:
+        """The state folded from the events that decode, at the stream's real version."""
+        state = self._fold.initial(stream_id(instance_id))
+        stored = await self.journal.read_stream(stream_id(instance_id))
+        try:
+            for event in stored:
+                state = self._fold.apply(state, event)
+        except DecodingError:
+            pass  # the rest cannot be read; the park records why
+        return msgspec.structs.replace(state, version=len(stored))
+
+    async def _park_running(self, instance_id: str, reason: str) -> None:
+        async with self._lock(instance_id):
+            with _ignore_conflict():  # someone else moved it on; the next advance decides again
+                await self._park(instance_id, "unknown_workflow", reason)
+
+    # -- committing -----------------------------------------------------------------
+
+    async def _commit(
+        self, live: _Live, inputs: Sequence[WorkflowEvent], *, start: bool
+    ) -> tuple[list[StepTask], list[WorkflowEvent]]:
+        """Append ``inputs``, the decisions they lead to and the attempts to start, as one batch."""
+        ex = live.executor
+        now = self.clock.now()
+        base = ex.version
+        ex.now = now
+        try:
+            ex.feed([(base + i, event) for i, event in enumerate(inputs, 1)])
+        except (DecodingError, NonDeterminismError):
+            self.cache.pop(ex.instance_id, None)
+            raise
+        decisions = ex.decide(now)
+        starts: list[WorkflowEvent] = []
+        if start:
+            running_here = self._inflight.get(ex.instance_id, {})
+            for task in ex.open_steps():
+                crashed = task.running and task.seq not in running_here
+                due = not task.running and (task.retry_at is None or task.retry_at <= now)
+                if crashed or due:
+                    starts.append(StepStarted(task.seq, task.attempt + 1))
+            ex.feed([(ex.version + i, event) for i, event in enumerate(starts, 1)])
+        events = [*inputs, *decisions, *starts]
+        if not events:
+            return [], []
+        await self._before_append(live, decisions)
+        pairs = [(base + i, event) for i, event in enumerate(events, 1)]
+        state = _fold(live.state, pairs)
+        try:
+            await self.journal.append(
+                stream_id(ex.instance_id),
+                base,
+                [encode_event(event, self._meta) for event in events],
+                schedule=Schedule(ready_at(state, now)),
+            )
+        except BaseException:
+            self.cache.pop(ex.instance_id, None)  # its executor is ahead of the journal now
+            raise
+        live.state = state
+        await self._snapshot(ex.instance_id, base, state)
+        return [ex.steps[e.seq] for e in starts if isinstance(e, StepStarted)], decisions
+
+    async def _before_append(self, live: _Live, decisions: Sequence[WorkflowEvent]) -> None:
+        """Create child instances and next runs before recording them (idempotent, crash-safe)."""
+        parent = live.executor.instance_id
+        for event in decisions:
+            match event:
+                case ChildStarted():
+                    started = WorkflowStarted(
+                        event.workflow, event.args, parent_id=parent, parent_seq=event.seq,
+                        detached=event.detached, session_id=live.state.session_id,
+                    )  # fmt: skip
+                    await self._create(event.child_id, started)
+                case WorkflowContinuedAsNew(next_id=next_id, args=args):
+                    next_run = WorkflowStarted(
+                        live.workflow.name, args, session_id=live.state.session_id, continued_from=parent
+                    )
+                    await self._create(next_id, next_run)
+                case _:
+                    pass
+
+    async def _snapshot(self, instance_id: str, base: int, state: SagaState) -> None:
+        every = self.snapshot_every
+        if every > 0 and state.version // every > base // every:
+            data = self._fold.encode(state)
+            await self.journal.save_snapshot(
+                Snapshot(stream_id(instance_id), state.version, data, self._fold.schema)
+            )
+
+    async def _after_commit(self, instance_id: str, state: SagaState, decided: list[WorkflowEvent]) -> None:
+        """What a commit asks of the world: cancel steps and children, tell a parent."""
+        running = self._inflight.get(instance_id, {})
+        for event in decided:
+            match event:
+                case StepCancelled(seq=seq) if seq in running:
+                    running[seq].cancel()
+                case ChildCancelRequested(child_id=child_id):
+                    await self.cancel(child_id, f"parent {instance_id} was cancelled")
+                case _:
+                    pass
+        await self._after_end(state)
+
+    async def _after_end(self, state: SagaState) -> None:
+        """Deliver an ended child's outcome to its parent, then mark the child done."""
+        if not (state.terminal and state.parent_id and not state.detached and not state.parent_notified):
+            return
+        assert state.parent_seq is not None
+        if state.status == "completed":
+            result = state.result or b"\xc0"
+            event: WorkflowEvent = ChildCompleted(state.parent_seq, state.instance_id, result)
+        else:
+            event = ChildFailed(
+                state.parent_seq, state.instance_id, state.status, state.error_type, state.message
+            )
+        parent = await self.describe(state.parent_id)
+        if parent.workflow in self.registry.workflows and parent.status != "parked":
+            await self._tick(state.parent_id, [event], None)
+        else:  # no code for the parent here: record the outcome for whoever has it
+            schedule = Schedule(None if parent.status == "parked" else self.clock.now())
+            with _ignore_conflict():
+                await self.journal.append(
+                    stream_id(state.parent_id), parent.version, [encode_event(event, self._meta)],
+                    schedule=schedule,
+                )  # fmt: skip
+        with _ignore_conflict():
+            await self.journal.append(
+                stream_id(state.instance_id),
+                state.version,
+                [encode_event(ParentNotified(state.parent_id), self._meta)],
+                schedule=Schedule(None),
+            )
+        self.cache.pop(state.instance_id, None)
+
+
+class _ignore_conflict:
+    """Swallow a ConcurrencyError: another writer did the same job first."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
+        return kind is not None and issubclass(kind, ConcurrencyError)
+
+
+def _fold(state: SagaState, pairs: Sequence[tuple[int, WorkflowEvent]]) -> SagaState:
+    for version, event in pairs:
+        state = apply_event(state, event, version)
+    return state
+
+
+def _still_valid(ex: Executor, event: WorkflowEvent) -> bool:
+    """Whether an outcome still applies after a replay (not recorded or abandoned meanwhile)."""
+    if isinstance(event, _OUTCOMES):
+        task = ex.steps.get(event.seq)
+        return task is not None and not task.done and task.running and task.attempt == event.attempt
+    if isinstance(event, ChildCompleted | ChildFailed):
+        child = ex.children.get(event.seq)
+        return child is None or not child.done
+    return True

@@ -1,0 +1,382 @@
+"""The worker: claims ready streams, advances them, and keeps their leases alive.
+
+One worker process runs one :class:`Worker`. Its shape, all inside one anyio
+task group (nothing is left running when :meth:`Worker.run` returns)::
+
+    run
+    ├── heartbeat      renews the leases of in-flight streams every lease/3
+    ├── metrics        serves Prometheus text on --metrics-port (optional)
+    └── work
+        ├── claim loop claim -> start one task per claim -> wait for work
+        └── advance(s) one per claimed stream, each in its own cancel scope
+
+How a stream is advanced is the :class:`StreamHandler`'s business (the
+Runner for ``wf-`` streams, Sessions for ``session-`` streams); the worker
+only owns concurrency, leases and I/O failures. The expected version of
+every append is the fencing token: a worker that lost a lease cannot write,
+and cancelling its work when the heartbeat notices is only to save effort.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import anyio
+import anyio.abc
+import msgspec
+from sagalog.engine.worker_leases import LeaseBook, Outage
+from sagalog.engine.worker_metrics import WorkerMetrics
+from sagalog.engine.worker_settings import WorkerSettings, validate
+from sagalog.storage import Journal
+
+from sagalog.clock import SYSTEM_CLOCK, Clock
+from sagalog.errors import ConcurrencyError, OperationalError
+
+log = logging.getLogger("sagalog.worker")
+
+FAILED_STATUSES = frozenset({"failed", "compensated", "compensation_failed", "cancelled"})
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """What advancing one stream came to."""
+
+    status: str
+    """The instance's status afterwards (a SagaState status), or ``"session"``."""
+    steps: int = 0
+    """Step executions this advance recorded."""
+    detail: str = ""
+    """The parked reason, or an error message."""
+    indexed: bool = True
+    """False when the stream's work-index row is gone (it ended, or waits only for
+    signals): then there is no lease left to give back, which saves a round trip."""
+
+
+class StreamHandler(Protocol):
+    """Advances one claimed stream as far as it can go now."""
+
+    async def handle(self, stream_id: str) -> Outcome:
+        """Advance ``stream_id``; the work index schedule is the handler's to set."""
+        ...
+
+    def cache_counts(self) -> tuple[int, int]:
+        """(hits, misses) of the handler's sticky cache so far."""
+        ...
+
+
+async def head_position(journal: Journal) -> int:
+    """The position of the namespace's newest event (0 when it has none).
+
+    The journal has no "head position" query, and reading every event to find
+    the end would take long on a big journal: gallop forward with one-row
+    reads (an index lookup each), then narrow down; about 2 log2(head) reads.
+    """
+    last, step = 0, 1024
+    while True:
+        beyond = await journal.read_all(last + step, 1)
+        if beyond:
+            last, step = beyond[0].position, step * 2
+            continue
+        nearer = await journal.read_all(last, 1)
+        if not nearer:
+            return last
+        last, step = nearer[0].position, max(1, step // 2)
+
+
+class Worker:
+    """Claims streams from the work index of ``journal`` and hands them to ``handler``.
+
+    Call :meth:`run` inside a task group; :meth:`shutdown` drains it (the
+    first call) or stops it at once (the second), as SIGTERM does.
+    """
+
+    def __init__(
+        self,
+        journal: Journal,
+        handler: StreamHandler,
+        settings: WorkerSettings | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
+        self.settings = validate(settings or WorkerSettings())
+        self.owner = self.settings.owner
+        self.metrics = metrics or WorkerMetrics()
+        self.metrics.watch_cache(handler.cache_counts)
+        self.metrics_port: int | None = None
+        """The port metrics are served on once running (useful with port 0)."""
+        self.leases = LeaseBook()
+        self.outage = Outage(clock)
+        self._journal = journal
+        self._handler = handler
+        self._clock = clock
+        self._changed = anyio.Event()
+        self._draining = False
+        self._stopped = False
+        self._root: anyio.CancelScope | None = None
+        self._seen = -1
+
+    # -- control ---------------------------------------------------------
+
+    @property
+    def draining(self) -> bool:
+        """True once :meth:`shutdown` was called: no new claims."""
+        return self._draining
+
+    def shutdown(self) -> None:
+        """First call: stop claiming and drain. Second call: stop now, leaving leases to expire."""
+        if not self._draining:
+            self._draining = True
+            log.warning(
+                "shutting down: no new claims; %d in flight get %.0f s to finish",
+                len(self.leases),
+                self.settings.grace_seconds,
+            )
+        else:
+            self._stopped = True
+            log.warning("second stop request: exiting now")
+            if self._root is not None:
+                self._root.cancel()
+        self._notify()
+
+    def _notify(self) -> None:
+        # anyio Events are one-shot: wake the current waiters, arm a new one.
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    # -- the main loop -----------------------------------------------------
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Work until :meth:`shutdown`; returns after the leases are given back."""
+        log.info(
+            "worker %s on %s (namespace %s): concurrency %d, lease %.1f s",
+            self.owner,
+            self._journal.description,
+            self._journal.namespace,
+            self.settings.concurrency,
+            self.settings.lease_seconds,
+        )
+        with anyio.CancelScope() as root:
+            self._root = root
+            async with anyio.create_task_group() as service:
+                service.start_soon(self._heartbeat)
+                if self.settings.metrics_port is not None:
+                    self.metrics_port = await service.start(
+                        self.metrics.serve, self.settings.metrics_port
+                    )
+                    log.info("metrics on http://0.0.0.0:%d/metrics", self.metrics_port)
+                task_status.started()
+                try:
+                    async with anyio.create_task_group() as work:
+                        await self._claim_loop(work)
+                        await self._drain(work)
+                finally:
+                    if not self._stopped:
+                        await self._release_all()
+                    service.cancel_scope.cancel()
+        log.info("worker %s stopped", self.owner)
+
+    async def _claim_loop(self, work: anyio.abc.TaskGroup) -> None:
+        settings = self.settings
+        while True:
+            # Taken before looking at anything: a shutdown or a freed slot
+            # while we claim sets this very event, so the wait below ends at
+            # once instead of missing it (anyio Events are one-shot).
+            changed = self._changed
+            if self._draining:
+                return
+            free = settings.concurrency - len(self.leases)
+            if free <= 0:
+                await changed.wait()
+                continue
+            want = min(free, settings.claim_batch)
+            try:
+                if self._seen < 0:
+                    # Before the first claim, so nothing appended after it is missed.
+                    self._seen = await head_position(self._journal)
+                await self._flush_releases()
+                claims = await self._journal.claim(self.owner, settings.lease_seconds, want)
+            except OperationalError as exc:
+                await self._pause(self.outage.failed(exc), changed)
+                continue
+            self.outage.recovered()
+            for claim in claims:
+                if claim.stream_id in self.leases:
+                    continue  # our own lease ran out while working and we got it again
+                self.metrics.claimed.inc()
+                scope = self.leases.take(claim.stream_id)
+                work.start_soon(self._advance, claim.stream_id, scope, name=claim.stream_id)
+            if len(claims) < want:
+                await self._wait_for_work(changed)
+
+    async def _drain(self, work: anyio.abc.TaskGroup) -> None:
+        with anyio.move_on_after(self.settings.grace_seconds):
+            while len(self.leases):
+                await self._changed.wait()
+        if len(self.leases):
+            log.warning("grace period over: cancelling %d in-flight instance(s)", len(self.leases))
+        work.cancel_scope.cancel()
+
+    async def _release_all(self) -> None:
+        # Shielded and bounded: the leases go back even when run() is being
+        # cancelled, so another worker can take over at once instead of
+        # waiting for them to expire; an unreachable database just makes
+        # them expire as they would after a crash.
+        ids = sorted(set(self.leases.pending_releases()) | set(self.leases.in_flight))
+        if not ids:
+            return
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            try:
+                await self._journal.release(self.owner, ids)
+                log.info("released %d lease(s)", len(ids))
+            except OperationalError as exc:
+                log.warning("could not release %d lease(s) (%s); they expire on their own", len(ids), exc)
+
+    async def _flush_releases(self) -> None:
+        ids = self.leases.pending_releases()
+        if not ids:
+            return
+        try:
+            await self._journal.release(self.owner, ids)
+        except OperationalError:
+            self.leases.to_release.update(ids)
+            raise
+
+    # -- waiting -------------------------------------------------------------
+
+    async def _wait_for_work(self, changed: anyio.Event) -> None:
+        """Sleep until work may be ready: others' events, a due timer, ``changed``, or the poll."""
+        try:
+            timeout = await self._timeout()
+            deadline = anyio.current_time() + timeout
+            while await self._sleep(timeout, changed):
+                # Only our own commits: sleep on until the same deadline, without
+                # asking the work index again (one query less per step we run).
+                if await self._foreign_events():
+                    return
+                timeout = deadline - anyio.current_time()
+                if timeout <= 0:
+                    return
+        except OperationalError as exc:
+            await self._pause(self.outage.failed(exc), changed)
+
+    async def _timeout(self) -> float:
+        poll = self.settings.poll_seconds
+        due = await self._journal.next_ready_at()
+        if due is None:
+            return poll
+        # A due row that we could not claim is leased by someone; only expiry
+        # frees it, so poll for that rather than spin.
+        until_due = (due - self._clock.now()).total_seconds()
+        return min(poll, until_due) if until_due > 0 else poll
+
+    async def _sleep(self, timeout: float, changed: anyio.Event) -> bool:
+        """Wait ``timeout``, or less when events arrive (True) or ``changed`` is set."""
+        woken_by_events = False
+        async with anyio.create_task_group() as race:
+
+            async def on_event() -> None:
+                nonlocal woken_by_events
+                try:
+                    woken_by_events = await self._journal.wait_for_new(self._seen, timeout)
+                except OperationalError:
+                    await anyio.sleep_forever()  # the timer or the next claim notices
+                race.cancel_scope.cancel()
+
+            async def on_timer() -> None:
+                await self._clock.sleep(timeout)
+                race.cancel_scope.cancel()
+
+            async def on_change() -> None:
+                await changed.wait()
+                race.cancel_scope.cancel()
+
+            race.start_soon(on_event)
+            race.start_soon(on_timer)
+            race.start_soon(on_change)
+        return woken_by_events
+
+    async def _foreign_events(self) -> bool:
+        """Read past ``_seen``: True when an event may have made work (not only our own appends).
+
+        Our own appends (metadata ``worker`` is our id) wake every waiter on
+        the journal; claiming after each of them would cost a claim round per
+        step for nothing, since the instances they belong to are ours already.
+        """
+        events = await self._journal.read_all(self._seen, 1000)
+        if not events:
+            return False
+        self._seen = events[-1].position
+        return len(events) == 1000 or any(e.metadata.get("worker") != self.owner for e in events)
+
+    async def _pause(self, seconds: float, changed: anyio.Event) -> None:
+        """Wait ``seconds`` (after a database failure) or until ``changed`` (e.g. shutdown)."""
+        with anyio.move_on_after(seconds):
+            await changed.wait()
+
+    # -- one stream ----------------------------------------------------------
+
+    async def _advance(self, stream_id: str, scope: anyio.CancelScope) -> None:
+        release = True
+        self.metrics.in_flight.inc()
+        try:
+            with scope:
+                outcome = await self._handler.handle(stream_id)
+                self._count(stream_id, outcome)
+                release = outcome.indexed
+        except ConcurrencyError as exc:
+            # Someone else wrote first (a signal, or a worker that took over).
+            log.debug("%s moved under us: %s", stream_id, exc)
+        except OperationalError as exc:
+            self.outage.failed(exc)
+        except Exception:
+            # A bug, not a workflow failure (those are events). Keep the lease
+            # so the stream comes back only after it expires, not in a hot loop.
+            release = False
+            self.metrics.errors.inc()
+            log.exception("unexpected error advancing %s; retrying after the lease expires", stream_id)
+        finally:
+            self.metrics.in_flight.dec()
+            self.leases.finish(stream_id, release=release)
+            self._notify()
+
+    def _count(self, stream_id: str, outcome: Outcome) -> None:
+        self.metrics.steps.inc(outcome.steps)
+        if outcome.status == "completed":
+            self.metrics.completed.inc()
+        elif outcome.status in FAILED_STATUSES:
+            self.metrics.failed.labels(outcome.status).inc()
+        elif outcome.status == "parked":
+            self.metrics.parked.inc()
+            log.warning("parked %s: %s", stream_id, outcome.detail)
+
+    # -- leases ----------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        settings = self.settings
+        last_renewed = self._clock.now()
+        while True:
+            await self._clock.sleep(settings.heartbeat_seconds)
+            held = list(self.leases.in_flight)
+            started = self._clock.now()
+            if not held:
+                last_renewed = started
+                continue
+            try:
+                kept = set(await self._journal.renew(self.owner, held, settings.lease_seconds))
+            except OperationalError as exc:
+                self.outage.failed(exc)
+                if (started - last_renewed).total_seconds() >= settings.lease_seconds:
+                    # Past the lease without a renewal: others may own them now.
+                    for stream_id in held:
+                        self._lose(stream_id, "no heartbeat got through for a whole lease")
+                continue
+            last_renewed = started
+            for stream_id in held:
+                if stream_id not in kept:
+                    self._lose(stream_id, "the lease was taken over")
+
+    def _lose(self, stream_id: str, why: str) -> None:
+        if self.leases.lose(stream_id):
+            self.metrics.leases_lost.inc()
+            log.warning("lost the lease on %s (%s): cancelling its work", stream_id, why)

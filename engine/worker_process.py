@@ -1,0 +1,132 @@
+"""A worker process: open the journal, build the Runner, run the Worker on uvloop.
+
+This is what ``sagalog worker MODULE ...`` runs. It connects (waiting out a
+database that is not up yet), hands ``wf-`` streams to the Runner and
+``session-`` streams to Sessions, and turns SIGTERM/SIGINT into
+:meth:`Worker.shutdown` (first: drain; second: exit now).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import anyio
+import anyio.abc
+import msgspec
+from sagalog.engine.runner import Runner
+from sagalog.engine.sessions import Sessions
+from sagalog.engine.worker import Outcome, Worker
+from sagalog.engine.worker_leases import Outage
+from sagalog.engine.worker_settings import WorkerSettings
+from sagalog.engine.workflow import Registry, load_modules
+from sagalog.replay.saga import ready_at
+from sagalog.storage import Journal, connect, redact_url
+
+from sagalog.clock import SYSTEM_CLOCK
+from sagalog.errors import OperationalError
+
+log = logging.getLogger("sagalog.worker")
+
+WORKFLOW_PREFIX = "wf-"
+SESSION_PREFIX = "session-"
+
+
+class RunnerHandler:
+    """Advances ``wf-`` streams with the Runner and expires ``session-`` streams."""
+
+    def __init__(self, runner: Runner, sessions: Sessions | None = None) -> None:
+        self.runner = runner
+        self.sessions = sessions
+        self._unknown: set[str] = set()
+
+    async def handle(self, stream_id: str) -> Outcome:
+        """Advance one claimed stream as far as it goes now."""
+        if stream_id.startswith(WORKFLOW_PREFIX):
+            steps_before = self.runner.steps_run
+            state = await self.runner.advance(stream_id.removeprefix(WORKFLOW_PREFIX))
+            return Outcome(
+                state.status,
+                steps=self.runner.steps_run - steps_before,
+                detail=state.parked_reason,
+                indexed=ready_at(state, self.runner.clock.now()) is not None,
+            )
+        if stream_id.startswith(SESSION_PREFIX) and self.sessions is not None:
+            await self.sessions.expire_if_due(stream_id.removeprefix(SESSION_PREFIX))
+            return Outcome("session")
+        if stream_id not in self._unknown:
+            self._unknown.add(stream_id)
+            log.warning("%s is in the work index but no handler knows its kind; skipping it", stream_id)
+        return Outcome("skipped")
+
+    def cache_counts(self) -> tuple[int, int]:
+        """The Runner's sticky-cache (hits, misses)."""
+        return self.runner.cache_hits, self.runner.cache_misses
+
+
+def configure_logging(level: str) -> None:
+    """One line per record on stderr, with the time; quiet third-party loggers."""
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("psycopg").setLevel(logging.WARNING)
+
+
+async def connect_patiently(settings: WorkerSettings) -> Journal:
+    """Connect to the journal, retrying with backoff while the database is unreachable."""
+    outage = Outage(SYSTEM_CLOCK)
+    while True:
+        try:
+            journal = await connect(settings.url, namespace=settings.namespace)
+        except OperationalError as exc:
+            await anyio.sleep(outage.failed(exc))
+            continue
+        outage.recovered()
+        return journal
+
+
+async def serve(settings: WorkerSettings, registry: Registry) -> None:
+    """Run a worker until SIGTERM/SIGINT (twice to skip the drain)."""
+    settings = msgspec.structs.replace(settings, worker_id=settings.owner)
+    journal = await connect_patiently(settings)
+    try:
+        runner = Runner(journal, registry, worker_id=settings.worker_id)
+        worker = Worker(journal, RunnerHandler(runner, runner.sessions), settings)
+        async with anyio.create_task_group() as tg:
+            await tg.start(_relay_signals, worker)  # handlers in place before any claim
+            await worker.run()
+            tg.cancel_scope.cancel()  # the signal relay has nothing left to stop
+    finally:
+        with anyio.CancelScope(shield=True):
+            await journal.close()
+
+
+async def _relay_signals(
+    worker: Worker, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
+        async for signum in signals:
+            log.warning("received %s", signal.Signals(signum).name)
+            worker.shutdown()
+
+
+def _exit_before_work(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def run_worker(settings: WorkerSettings, modules: Sequence[str]) -> int:
+    """Import ``modules``, then serve on uvloop until stopped; returns the exit status."""
+    configure_logging(settings.log_level)
+    # Until the worker holds anything, SIGTERM just ends the process cleanly
+    # (not with Python's default death by signal); from the first claim on,
+    # the signal relay inside the event loop takes over and drains.
+    signal.signal(signal.SIGTERM, _exit_before_work)
+    registry = load_modules(list(modules))
+    log.info("workflow modules %s on %s", ", ".join(modules), redact_url(settings.url))
+    anyio.run(serve, settings, registry, backend="asyncio", backend_options={"use_uvloop": True})
+    return 0

@@ -1,0 +1,355 @@
+"""The journal: validation, codec, group commit and retries over one recorder.
+
+Every backend is a :class:`~sagalog.storage.recorder.Recorder`; this class
+is the same for all of them, so every rule about what may be appended lives
+here once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timedelta
+
+from sagalog.storage.codec import IdentityCodec, PayloadCodec
+from sagalog.storage.group_commit import GroupCommitter
+from sagalog.storage.recorder import AppendOutcome, AppendRequest, Recorder
+from sagalog.storage.records import (
+    ANY_VERSION,
+    DEFAULT_NAMESPACE,
+    Claim,
+    Event,
+    NewEvent,
+    Schedule,
+    Snapshot,
+    StreamFilter,
+    StreamInfo,
+)
+from sagalog.storage.retry import Backoff, retry_transient
+
+from sagalog.clock import SYSTEM_CLOCK, Clock
+from sagalog.errors import (
+    ConcurrencyError,
+    InvalidEventError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnknownNamespaceError,
+)
+
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+_TYPE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+
+
+class _Shared:
+    """What all namespace views of one journal share: recorder, committer, config."""
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        codec: PayloadCodec,
+        clock: Clock,
+        max_payload_bytes: int,
+        backoff: Backoff,
+    ) -> None:
+        self.recorder = recorder
+        self.codec = codec
+        self.clock = clock
+        self.max_payload_bytes = max_payload_bytes
+        self.backoff = backoff
+        self.committer: GroupCommitter[AppendRequest, AppendOutcome] = GroupCommitter(
+            self._commit
+        )
+        self.known_namespaces: set[str] = {DEFAULT_NAMESPACE}
+
+    async def _commit(self, batch: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        return await self.recorder.append_batch(batch)
+
+
+def check_stream_id(stream_id: str) -> None:
+    """Refuse stream ids that are empty, too long or not plain text."""
+    if not isinstance(stream_id, str) or not _NAME.match(stream_id):
+        raise InvalidEventError(
+            f"invalid stream id {stream_id!r}: use 1-200 letters, digits or '_.:-'"
+        )
+
+
+class Journal:
+    """An append-only event store, scoped to one namespace.
+
+    Create one with :func:`sagalog.storage.open_journal`. Other namespaces of
+    the same store are reached with :meth:`in_namespace`; they share the
+    connections and the group committer.
+    """
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        codec: PayloadCodec | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+        backoff: Backoff | None = None,
+        _shared: _Shared | None = None,
+    ) -> None:
+        self._shared = _shared or _Shared(
+            recorder, codec or IdentityCodec(), clock, max_payload_bytes, backoff or Backoff()
+        )
+        self.namespace = namespace
+
+    # -- configuration ---------------------------------------------------
+
+    @property
+    def recorder(self) -> Recorder:
+        """The backend underneath."""
+        return self._shared.recorder
+
+    @property
+    def clock(self) -> Clock:
+        """The clock that stamps ``recorded_at``."""
+        return self._shared.clock
+
+    @property
+    def backoff(self) -> Backoff:
+        """How transient failures are retried."""
+        return self._shared.backoff
+
+    @property
+    def description(self) -> str:
+        """Where the journal stores (a DSN without its password)."""
+        return self._shared.recorder.description
+
+    @property
+    def group_commits(self) -> int:
+        """How many append transactions were made so far (all namespaces)."""
+        return self._shared.committer.batches
+
+    # -- namespaces --------------------------------------------------------
+
+    async def create_namespace(self, name: str) -> None:
+        """Create a namespace; creating an existing one is a no-op."""
+        if not _NAME.match(name):
+            raise InvalidEventError(f"invalid namespace {name!r}: use 1-200 letters, digits or '_.:-'")
+        await self._shared.recorder.create_namespace(name)
+        self._shared.known_namespaces.add(name)
+
+    async def namespaces(self) -> list[str]:
+        """Every namespace of this store."""
+        return await self._shared.recorder.list_namespaces()
+
+    async def in_namespace(self, name: str) -> Journal:
+        """A view of the same store scoped to namespace ``name``.
+
+        Raises:
+            UnknownNamespaceError: ``name`` was never created.
+        """
+        if name not in self._shared.known_namespaces:
+            if name not in await self._shared.recorder.list_namespaces():
+                raise UnknownNamespaceError(
+                    f"unknown namespace {name!r}: create it first "
+                    f"(sagalog admin create-namespace {name})"
+                )
+            self._shared.known_namespaces.add(name)
+        return Journal(self._shared.recorder, namespace=name, _shared=self._shared)
+
+    # -- writing -------------------------------------------------------------
+
+    def _validate(self, stream_id: str, expected_version: int, events: Sequence[NewEvent]) -> None:
+        check_stream_id(stream_id)
+        if not isinstance(expected_version, int) or expected_version < ANY_VERSION:
+            raise InvalidEventError(
+                f"invalid expected_version {expected_version!r}: use a version >= 0, "
+                "NO_STREAM (0) or ANY_VERSION (-1)"
+            )
+        if not events:
+            raise InvalidEventError(f"append to {stream_id!r} has no events")
+        limit = self._shared.max_payload_bytes
+        for event in events:
+            if not isinstance(event, NewEvent):
+                raise InvalidEventError(f"append to {stream_id!r}: {event!r} is not a NewEvent")
+            if not isinstance(event.type, str) or not _TYPE_NAME.match(event.type):
+                raise InvalidEventError(
+                    f"invalid event type {event.type!r}: a name of 1-200 characters "
+                    "starting with a letter"
+                )
+            if not isinstance(event.payload, bytes):
+                raise InvalidEventError(
+                    f"payload of {event.type} must be bytes, not {type(event.payload).__name__} "
+                    "(encode it with sagalog.storage.encode_value)"
+                )
+            if len(event.payload) > limit:
+                raise PayloadTooLargeError(
+                    f"payload of {event.type} in {stream_id!r} is {len(event.payload)} bytes; "
+                    f"the limit is {limit} bytes"
+                )
+
+    @retry_transient
+    async def append(
+        self,
+        stream_id: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        *,
+        schedule: Schedule | None = None,
+    ) -> list[Event]:
+        """Append ``events`` to a stream in one transaction.
+
+        Args:
+            stream_id: the stream.
+            expected_version: the version the stream must be at now; ``NO_STREAM``
+                (0) for a new stream, ``ANY_VERSION`` (-1) to skip the check.
+            events: at least one event.
+            schedule: when given, the stream's work-index row changes in the
+                same transaction (``ready_at=None`` removes it).
+
+        Returns:
+            The stored events with their versions and positions.
+
+        Raises:
+            ConcurrencyError: the stream is not at ``expected_version``.
+            InvalidEventError, PayloadTooLargeError: the events are refused; nothing is written.
+        """
+        self._validate(stream_id, expected_version, events)
+        codec = self._shared.codec
+        request = AppendRequest(
+            namespace=self.namespace,
+            stream_id=stream_id,
+            expected_version=expected_version,
+            events=tuple(
+                NewEvent(e.type, codec.encode(e.payload), dict(e.metadata)) for e in events
+            ),
+            recorded_at=self._shared.clock.now(),
+            schedule=schedule,
+        )
+        outcome = await self._shared.committer.submit(request)
+        if isinstance(outcome, ConcurrencyError):
+            raise outcome
+        return [self._decoded(e) for e in outcome]
+
+    # -- reading ---------------------------------------------------------
+
+    def _decoded(self, event: Event) -> Event:
+        codec = self._shared.codec
+        if isinstance(codec, IdentityCodec):
+            return event
+        return Event(
+            position=event.position,
+            stream_id=event.stream_id,
+            version=event.version,
+            type=event.type,
+            payload=codec.decode(event.payload),
+            metadata=event.metadata,
+            namespace=event.namespace,
+            recorded_at=event.recorded_at,
+        )
+
+    @retry_transient
+    async def read_stream(
+        self, stream_id: str, from_version: int = 1, limit: int | None = None
+    ) -> list[Event]:
+        """Events of ``stream_id`` from ``from_version`` on, oldest first (empty if none)."""
+        raw = await self._shared.recorder.read_stream(self.namespace, stream_id, from_version, limit)
+        return [self._decoded(e) for e in raw]
+
+    async def iter_stream(
+        self, stream_id: str, from_version: int = 1, batch: int = 1000
+    ) -> AsyncIterator[Event]:
+        """Every event of a stream, fetched ``batch`` at a time (for very long streams)."""
+        version = from_version
+        while True:
+            page = await self.read_stream(stream_id, version, batch)
+            for event in page:
+                yield event
+            if len(page) < batch:
+                return
+            version = page[-1].version + 1
+
+    @retry_transient
+    async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[Event]:
+        """Events of this namespace with position > ``after_position``, in global order.
+
+        A reader that pages through with the last position it saw never skips
+        an event, even one committed later by a slower writer.
+        """
+        raw = await self._shared.recorder.read_all(self.namespace, after_position, limit)
+        return [self._decoded(e) for e in raw]
+
+    @retry_transient
+    async def stream_version(self, stream_id: str) -> int:
+        """The stream's current version (0 for a stream with no events)."""
+        return await self._shared.recorder.stream_version(self.namespace, stream_id)
+
+    async def require_stream(self, stream_id: str) -> int:
+        """The stream's version, or NotFoundError when it has no events."""
+        version = await self.stream_version(stream_id)
+        if version == 0:
+            raise NotFoundError(f"no stream {stream_id!r} in namespace {self.namespace!r}")
+        return version
+
+    @retry_transient
+    async def list_streams(self, query: StreamFilter | None = None) -> list[StreamInfo]:
+        """Streams of this namespace matching ``query``, most recently active first."""
+        return await self._shared.recorder.list_streams(self.namespace, query or StreamFilter())
+
+    async def wait_for_new(self, after_position: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for an event past ``after_position``."""
+        return await self._shared.recorder.wait_for_new(self.namespace, after_position, timeout)
+
+    # -- snapshots -------------------------------------------------------
+
+    @retry_transient
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Store a folded state of a stream (derived data: may be dropped any time)."""
+        check_stream_id(snapshot.stream_id)
+        await self._shared.recorder.save_snapshot(self.namespace, snapshot)
+
+    @retry_transient
+    async def latest_snapshot(
+        self, stream_id: str, max_version: int | None = None, schema: int = 1
+    ) -> Snapshot | None:
+        """The newest snapshot of ``schema`` for ``stream_id`` at or below ``max_version``."""
+        return await self._shared.recorder.latest_snapshot(
+            self.namespace, stream_id, max_version, schema
+        )
+
+    # -- subscriber checkpoints -------------------------------------------
+
+    @retry_transient
+    async def save_checkpoint(self, name: str, position: int) -> None:
+        """Remember that subscriber ``name`` has processed events up to ``position``."""
+        await self._shared.recorder.save_checkpoint(self.namespace, name, position)
+
+    @retry_transient
+    async def load_checkpoint(self, name: str) -> int:
+        """The last position saved for subscriber ``name`` (0 when none)."""
+        return await self._shared.recorder.load_checkpoint(self.namespace, name)
+
+    # -- the work index (derived; see Schedule) ----------------------------
+
+    @retry_transient
+    async def claim(self, owner: str, lease_seconds: float, limit: int = 10) -> list[Claim]:
+        """Lease up to ``limit`` ready streams for ``lease_seconds``."""
+        now = self._shared.clock.now()
+        until = now + timedelta(seconds=lease_seconds)
+        return await self._shared.recorder.claim(self.namespace, owner, now, until, limit)
+
+    @retry_transient
+    async def renew(self, owner: str, stream_ids: Sequence[str], lease_seconds: float) -> list[str]:
+        """Extend ``owner``'s leases; returns the streams it still holds."""
+        until = self._shared.clock.now() + timedelta(seconds=lease_seconds)
+        return await self._shared.recorder.renew(self.namespace, owner, stream_ids, until)
+
+    @retry_transient
+    async def release(self, owner: str, stream_ids: Sequence[str]) -> None:
+        """Give up leases so any worker may claim those streams at once."""
+        await self._shared.recorder.release(self.namespace, owner, stream_ids)
+
+    @retry_transient
+    async def next_ready_at(self) -> datetime | None:
+        """The earliest time any stream of this namespace needs a worker."""
+        return await self._shared.recorder.next_ready_at(self.namespace)
+
+    async def close(self) -> None:
+        """Close the underlying store (every namespace view)."""
+        await self._shared.recorder.close()

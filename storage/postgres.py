@@ -1,0 +1,395 @@
+"""The PostgreSQL backend: psycopg 3 async, a connection pool, group commit.
+
+The schema and its design (global order, lock order, the append-only
+trigger) are described in ``sql/001_journal.sql``. Everything lives in the
+first schema of the connection's ``search_path``.
+
+Prepared statements: every query here is a constant string whose values
+travel as parameters (a group commit travels as one JSON document, see
+``pg_append``, so a batch of any size uses the same text). psycopg prepares a query on the
+server the second time a connection runs it (``prepare_threshold=1``), so
+the hot paths are parsed and planned once per pooled connection. A pooler in
+transaction mode (PgBouncer < 1.21) would need ``prepare_threshold=None``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import msgspec
+import psycopg
+import psycopg_pool
+from psycopg.rows import TupleRow
+from sagalog.storage import migrations
+from sagalog.storage.pg_append import (
+    APPEND,
+    APPEND_ONE,
+    append_arguments,
+    append_one_arguments,
+    append_outcomes,
+    chunks,
+)
+from sagalog.storage.pg_listen import Waker
+from sagalog.storage.recorder import AppendOutcome, AppendRequest
+from sagalog.storage.records import (
+    Claim,
+    Event,
+    Snapshot,
+    StreamFilter,
+    StreamInfo,
+)
+from sagalog.storage.urls import redact_url
+
+from sagalog.errors import (
+    DatabaseError,
+    IntegrityError,
+    InvalidEventError,
+    OperationalError,
+    ProgrammingError,
+)
+
+Conn = psycopg.AsyncConnection[TupleRow]
+
+EVENT_COLUMNS = "position, stream_id, version, type, payload, metadata::text, namespace, recorded_at"
+
+READ_STREAM = f"""
+SELECT {EVENT_COLUMNS} FROM events
+WHERE namespace = %s AND stream_id = %s AND version >= %s
+ORDER BY version LIMIT %s"""
+
+READ_ALL = f"""
+SELECT {EVENT_COLUMNS} FROM events
+WHERE namespace = %s AND position > %s ORDER BY position LIMIT %s"""
+
+STREAM_VERSION = """
+SELECT coalesce(max(version), 0) FROM events WHERE namespace = %s AND stream_id = %s"""
+
+LIST_STREAMS = """
+SELECT s.stream_id, s.version, f.recorded_at, l.recorded_at, l.type
+FROM (SELECT stream_id, max(version) AS version FROM events
+      WHERE namespace = %(ns)s AND stream_id LIKE %(prefix)s ESCAPE '\\'
+        AND stream_id LIKE %(contains)s ESCAPE '\\'
+      GROUP BY stream_id) s
+JOIN events f ON f.namespace = %(ns)s AND f.stream_id = s.stream_id AND f.version = 1
+JOIN events l ON l.namespace = %(ns)s AND l.stream_id = s.stream_id AND l.version = s.version
+WHERE (%(since)s::timestamptz IS NULL OR l.recorded_at >= %(since)s)
+  AND (%(until)s::timestamptz IS NULL OR l.recorded_at < %(until)s)
+ORDER BY l.recorded_at DESC, s.stream_id DESC
+LIMIT %(limit)s OFFSET %(offset)s"""
+
+HAS_AFTER = "SELECT EXISTS (SELECT 1 FROM events WHERE namespace = %s AND position > %s)"
+
+
+def describe(url: str) -> str:
+    """``url`` as shown in messages: no password, neither before the host nor as a parameter."""
+    base, sep, query = url.partition("?")
+    if sep:
+        kept = [p for p in query.split("&") if not p.lower().startswith("password=")]
+        base = f"{base}?{'&'.join(kept)}" if kept else base
+    return redact_url(base)
+
+
+def utc(value: datetime) -> datetime:
+    """A timestamptz from the driver, in UTC like the other backends return it."""
+    return value.astimezone(UTC)
+
+
+def like_escape(text: str) -> str:
+    """``text`` with LIKE wildcards taken literally."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def to_event(row: Sequence[Any]) -> Event:
+    """An events row (in EVENT_COLUMNS order) as a record."""
+    position, stream_id, version, type_, payload, metadata, namespace, recorded_at = row
+    return Event(
+        position=position,
+        stream_id=stream_id,
+        version=version,
+        type=type_,
+        payload=bytes(payload),
+        metadata=msgspec.json.decode(metadata, type=dict[str, str]),
+        namespace=namespace,
+        recorded_at=utc(recorded_at),
+    )
+
+
+class PostgresRecorder:
+    """Stores the journal in PostgreSQL. Open with :meth:`open`; close when done."""
+
+    def __init__(self, pool: psycopg_pool.AsyncConnectionPool[Conn], url: str, channel: str):
+        self._pool = pool
+        self.description = describe(url)
+        self._channel = channel
+        self._waker = Waker(url, channel)
+
+    @classmethod
+    async def open(
+        cls, url: str, migrate: bool = True, *, pool_size: int = 8, timeout: float = 10.0
+    ) -> PostgresRecorder:
+        """Connect to ``url``, migrating the schema first when ``migrate``.
+
+        Args:
+            url: a ``postgresql://`` URL (libpq parameters such as
+                ``options=-csearch_path=myschema`` or ``connect_timeout`` allowed).
+            migrate: apply pending migrations; otherwise refuse an unmigrated schema.
+            pool_size: most connections to keep open.
+            timeout: seconds to wait for a pooled connection.
+
+        Raises:
+            OperationalError: the server cannot be reached (the message names
+                the URL without its password).
+            ProgrammingError: the schema is not migrated and ``migrate`` is False.
+        """
+        where = describe(url)
+        with translate_errors(where):
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                if migrate:
+                    await migrations.migrate(conn)
+                else:
+                    await migrations.require_migrated(conn, where)
+                schema = await (await conn.execute("SELECT current_schema()")).fetchone()
+            # Channel names are database-wide: the schema keeps journals apart.
+            digest = hashlib.sha1(str(schema and schema[0]).encode()).hexdigest()[:24]
+            pool: psycopg_pool.AsyncConnectionPool[Conn] = psycopg_pool.AsyncConnectionPool(
+                url,
+                min_size=1,
+                max_size=pool_size,
+                open=False,
+                timeout=timeout,
+                kwargs={"autocommit": True, "prepare_threshold": 1},
+                name="sagalog",
+            )
+            try:
+                await pool.open(wait=True, timeout=timeout)
+            except BaseException:
+                await pool.close()
+                raise
+        return cls(pool, url, f"sagalog_{digest}")
+
+    def _errors(self) -> AbstractContextManager[None]:
+        return translate_errors(self.description)
+
+    # -- appending -------------------------------------------------------------
+
+    async def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        outcomes: list[AppendOutcome] = []
+        with self._errors():
+            async with self._pool.connection() as conn:
+                for chunk in chunks(requests):
+                    cur = conn.cursor(binary=True)
+                    if len(chunk) == 1:
+                        await cur.execute(APPEND_ONE, append_one_arguments(chunk[0], self._channel))
+                        row = await cur.fetchone()
+                        assert row is not None
+                        outcomes.extend(append_outcomes(chunk, [row[0]], row[1] or []))
+                        continue
+                    await cur.execute(APPEND, append_arguments(chunk, self._channel))
+                    row = await cur.fetchone()
+                    assert row is not None
+                    outcomes.extend(append_outcomes(chunk, row[0], row[1]))
+        return outcomes
+
+    # -- reading ---------------------------------------------------------------
+
+    async def _events(self, query: str, params: Sequence[Any]) -> list[Event]:
+        with self._errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(binary=True)
+                await cur.execute(query, params)
+                return [to_event(row) for row in await cur.fetchall()]
+
+    async def _one(self, query: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
+        with self._errors():
+            async with self._pool.connection() as conn:
+                row = await (await conn.execute(query, params)).fetchone()
+                return None if row is None else row[0]
+
+    async def _all(self, query: str, params: Sequence[Any] | dict[str, Any]) -> list[TupleRow]:
+        with self._errors():
+            async with self._pool.connection() as conn:
+                return await (await conn.execute(query, params)).fetchall()
+
+    async def read_stream(
+        self, namespace: str, stream_id: str, from_version: int, limit: int | None
+    ) -> list[Event]:
+        return await self._events(READ_STREAM, (namespace, stream_id, from_version, limit))
+
+    async def read_all(self, namespace: str, after_position: int, limit: int) -> list[Event]:
+        return await self._events(READ_ALL, (namespace, after_position, limit))
+
+    async def stream_version(self, namespace: str, stream_id: str) -> int:
+        return int(await self._one(STREAM_VERSION, (namespace, stream_id)))
+
+    async def list_streams(self, namespace: str, query: StreamFilter) -> list[StreamInfo]:
+        params = {
+            "ns": namespace,
+            "prefix": like_escape(query.prefix or "") + "%",
+            "contains": "%" + like_escape(query.contains or "") + "%",
+            "since": query.since,
+            "until": query.until,
+            "limit": query.limit,
+            "offset": query.offset,
+        }
+        return [
+            StreamInfo(
+                stream_id=stream_id,
+                version=version,
+                namespace=namespace,
+                created_at=utc(created),
+                updated_at=utc(updated),
+                last_type=last_type,
+            )
+            for stream_id, version, created, updated, last_type in await self._all(
+                LIST_STREAMS, params
+            )
+        ]
+
+    async def wait_for_new(self, namespace: str, after_position: int, timeout: float) -> bool:
+        if await self._one(HAS_AFTER, (namespace, after_position)):
+            return True
+        with anyio.move_on_after(timeout):
+            while True:
+                seen = self._waker.generation()
+                if await self._one(HAS_AFTER, (namespace, after_position)):
+                    return True
+                await self._waker.wait(seen)
+        return False
+
+    # -- snapshots, namespaces, checkpoints --------------------------------------
+
+    async def save_snapshot(self, namespace: str, snapshot: Snapshot) -> None:
+        await self._one(
+            "INSERT INTO snapshots (namespace, stream_id, version, schema, state)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (namespace, stream_id, schema, version)"
+            " DO UPDATE SET state = excluded.state RETURNING 1",
+            (namespace, snapshot.stream_id, snapshot.version, snapshot.schema, snapshot.state),
+        )
+
+    async def latest_snapshot(
+        self, namespace: str, stream_id: str, max_version: int | None, schema: int
+    ) -> Snapshot | None:
+        rows = await self._all(
+            "SELECT version, state FROM snapshots WHERE namespace = %s AND stream_id = %s"
+            " AND schema = %s AND (%s::int IS NULL OR version <= %s)"
+            " ORDER BY version DESC LIMIT 1",
+            (namespace, stream_id, schema, max_version, max_version),
+        )
+        if not rows:
+            return None
+        return Snapshot(stream_id, rows[0][0], bytes(rows[0][1]), schema)
+
+    async def create_namespace(self, name: str) -> None:
+        await self._all(
+            "INSERT INTO namespaces (name) VALUES (%s) ON CONFLICT DO NOTHING RETURNING 1", (name,)
+        )
+
+    async def list_namespaces(self) -> list[str]:
+        return [row[0] for row in await self._all("SELECT name FROM namespaces ORDER BY name", ())]
+
+    async def save_checkpoint(self, namespace: str, name: str, position: int) -> None:
+        await self._one(
+            "INSERT INTO checkpoints (namespace, name, position) VALUES (%s, %s, %s)"
+            " ON CONFLICT (namespace, name) DO UPDATE SET position = excluded.position RETURNING 1",
+            (namespace, name, position),
+        )
+
+    async def load_checkpoint(self, namespace: str, name: str) -> int:
+        found = await self._one(
+            "SELECT position FROM checkpoints WHERE namespace = %s AND name = %s", (namespace, name)
+        )
+        return 0 if found is None else int(found)
+
+    # -- the work index ------------------------------------------------------------
+
+    async def claim(
+        self, namespace: str, owner: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[Claim]:
+        rows = await self._all(
+            """
+            WITH ready AS (
+                SELECT stream_id FROM work_index
+                WHERE namespace = %(ns)s AND ready_at <= %(now)s
+                  AND (lease_owner IS NULL OR lease_expires_at <= %(now)s)
+                ORDER BY ready_at, stream_id LIMIT %(limit)s
+                FOR UPDATE SKIP LOCKED)
+            UPDATE work_index w SET lease_owner = %(owner)s, lease_expires_at = %(until)s
+            FROM ready WHERE w.namespace = %(ns)s AND w.stream_id = ready.stream_id
+            RETURNING w.stream_id, w.ready_at""",
+            {"ns": namespace, "now": now, "limit": limit, "owner": owner, "until": lease_until},
+        )
+        claims = [Claim(stream_id, utc(ready), owner, lease_until) for stream_id, ready in rows]
+        return sorted(claims, key=lambda c: (c.ready_at, c.stream_id))
+
+    async def renew(
+        self, namespace: str, owner: str, stream_ids: Sequence[str], lease_until: datetime
+    ) -> list[str]:
+        rows = await self._all(
+            """
+            WITH held AS (
+                SELECT stream_id FROM work_index
+                WHERE namespace = %(ns)s AND lease_owner = %(owner)s AND stream_id = ANY(%(ids)s)
+                ORDER BY stream_id FOR UPDATE)
+            UPDATE work_index w SET lease_expires_at = %(until)s
+            FROM held WHERE w.namespace = %(ns)s AND w.stream_id = held.stream_id
+            RETURNING w.stream_id""",
+            {"ns": namespace, "owner": owner, "ids": list(stream_ids), "until": lease_until},
+        )
+        renewed = {row[0] for row in rows}
+        return [s for s in dict.fromkeys(stream_ids) if s in renewed]
+
+    async def release(self, namespace: str, owner: str, stream_ids: Sequence[str]) -> None:
+        await self._all(
+            """
+            WITH held AS (
+                SELECT stream_id FROM work_index
+                WHERE namespace = %(ns)s AND lease_owner = %(owner)s AND stream_id = ANY(%(ids)s)
+                ORDER BY stream_id FOR UPDATE)
+            UPDATE work_index w SET lease_owner = NULL, lease_expires_at = NULL
+            FROM held WHERE w.namespace = %(ns)s AND w.stream_id = held.stream_id
+            RETURNING 1""",
+            {"ns": namespace, "owner": owner, "ids": list(stream_ids)},
+        )
+
+    async def next_ready_at(self, namespace: str) -> datetime | None:
+        found = await self._one(
+            "SELECT min(ready_at) FROM work_index WHERE namespace = %s", (namespace,)
+        )
+        return None if found is None else utc(found)
+
+    async def clear_work_index(self, namespace: str) -> None:
+        await self._all("DELETE FROM work_index WHERE namespace = %s RETURNING 1", (namespace,))
+
+    async def close(self) -> None:
+        await self._waker.close()
+        await self._pool.close()
+
+
+@contextmanager
+def translate_errors(where: str) -> Iterator[None]:
+    """Turn psycopg errors into :mod:`sagalog.errors`, naming ``where`` (no password)."""
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise OperationalError(f"PostgreSQL at {where} failed: {_first_line(exc)}") from exc
+    except psycopg.errors.UndefinedTable as exc:
+        raise ProgrammingError(
+            f"the database at {where} is not migrated ({_first_line(exc)}): "
+            "run `sagalog admin migrate --db URL` with this database's URL"
+        ) from exc
+    except psycopg.DataError as exc:
+        raise InvalidEventError(f"PostgreSQL at {where} refused a value: {_first_line(exc)}") from exc
+    except psycopg.IntegrityError as exc:
+        raise IntegrityError(f"PostgreSQL at {where} refused a write: {_first_line(exc)}") from exc
+    except psycopg.Error as exc:
+        raise DatabaseError(f"PostgreSQL at {where}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,138 @@
+"""The interface every storage backend implements: raw records in, raw records out.
+
+A backend (memory, SQLite, PostgreSQL) is a :class:`Recorder`. It does no
+validation, no encoding and no retrying: :class:`sagalog.storage.Journal`
+does those once for all backends. A recorder translates its driver's errors
+into :mod:`sagalog.errors` (``OperationalError`` for the transient ones).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+import msgspec
+from sagalog.storage.records import (
+    Claim,
+    Event,
+    NewEvent,
+    Schedule,
+    Snapshot,
+    StreamFilter,
+    StreamInfo,
+)
+
+from sagalog.errors import ConcurrencyError
+
+
+class AppendRequest(msgspec.Struct, frozen=True):
+    """One stream's append inside a group commit: its own check, its own outcome."""
+
+    namespace: str
+    stream_id: str
+    expected_version: int
+    """A version, ``ANY_VERSION`` (-1) or ``NO_STREAM`` (0)."""
+    events: tuple[NewEvent, ...]
+    """Payloads already passed through the journal's codec."""
+    recorded_at: datetime
+    schedule: Schedule | None = None
+    """When set, the stream's work-index row changes in the same transaction."""
+
+
+AppendOutcome = list[Event] | ConcurrencyError
+"""What one request of a batch ends as: its stored events, or the conflict it met."""
+
+
+class Recorder(Protocol):
+    """A storage backend."""
+
+    description: str
+    """Where it stores, for messages (a DSN never shows its password)."""
+
+    async def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        """Write every request whose expected version holds, in one transaction.
+
+        Requests that conflict get a ConcurrencyError in their slot and write
+        nothing; the others commit together. Positions are assigned in request
+        order, and a reader of :meth:`read_all` never sees a later position
+        commit before an earlier one.
+        """
+        ...
+
+    async def read_stream(
+        self, namespace: str, stream_id: str, from_version: int, limit: int | None
+    ) -> list[Event]:
+        """Events of one stream with version >= ``from_version``, in version order."""
+        ...
+
+    async def read_all(self, namespace: str, after_position: int, limit: int) -> list[Event]:
+        """Events with position > ``after_position`` in global order."""
+        ...
+
+    async def stream_version(self, namespace: str, stream_id: str) -> int:
+        """The stream's current version, 0 when it has no events."""
+        ...
+
+    async def list_streams(self, namespace: str, query: StreamFilter) -> list[StreamInfo]:
+        """Streams matching ``query``, most recently active first."""
+        ...
+
+    async def wait_for_new(self, namespace: str, after_position: int, timeout: float) -> bool:
+        """Wait until an event past ``after_position`` exists; False on timeout."""
+        ...
+
+    async def save_snapshot(self, namespace: str, snapshot: Snapshot) -> None:
+        """Store (or replace) the snapshot of a stream at a version."""
+        ...
+
+    async def latest_snapshot(
+        self, namespace: str, stream_id: str, max_version: int | None, schema: int
+    ) -> Snapshot | None:
+        """The newest snapshot of ``schema`` at or below ``max_version``."""
+        ...
+
+    async def create_namespace(self, name: str) -> None:
+        """Create a namespace (no-op when it exists)."""
+        ...
+
+    async def list_namespaces(self) -> list[str]:
+        """Every namespace, sorted."""
+        ...
+
+    async def save_checkpoint(self, namespace: str, name: str, position: int) -> None:
+        """Remember how far subscriber ``name`` has processed the global order."""
+        ...
+
+    async def load_checkpoint(self, namespace: str, name: str) -> int:
+        """The position saved for subscriber ``name`` (0 when none)."""
+        ...
+
+    async def claim(
+        self, namespace: str, owner: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[Claim]:
+        """Lease up to ``limit`` streams whose ``ready_at`` <= ``now`` and whose lease
+        is free or expired (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), oldest ready first."""
+        ...
+
+    async def renew(
+        self, namespace: str, owner: str, stream_ids: Sequence[str], lease_until: datetime
+    ) -> list[str]:
+        """Extend ``owner``'s leases; returns the ids it still held (and now renewed)."""
+        ...
+
+    async def release(self, namespace: str, owner: str, stream_ids: Sequence[str]) -> None:
+        """Give up ``owner``'s leases so any worker may claim those streams at once."""
+        ...
+
+    async def next_ready_at(self, namespace: str) -> datetime | None:
+        """The earliest ``ready_at`` in the work index (leased or not), or None."""
+        ...
+
+    async def clear_work_index(self, namespace: str) -> None:
+        """Delete the namespace's work index (before a rebuild from events)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and files."""
+        ...

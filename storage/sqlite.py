@@ -1,0 +1,545 @@
+"""The SQLite backend: the embedded default, one file in WAL mode.
+
+The stdlib ``sqlite3`` module blocks, so every call runs in a worker thread
+(``anyio.to_thread.run_sync``) behind a ``CapacityLimiter(1)``: one
+connection, used by one thread at a time, and the event loop never waits on
+the disk. Other processes may open the same file; SQLite's own locks (and
+``busy_timeout``) serialise the writers, and every write takes the write lock
+up front with ``BEGIN IMMEDIATE`` so a transaction never fails half-way on a
+lock upgrade. The schema and its reasoning are in ``sql/sqlite.sql``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar, TypeVarTuple
+
+import anyio
+import anyio.to_thread
+import msgspec
+from sagalog.storage.recorder import AppendOutcome, AppendRequest
+from sagalog.storage.records import ANY_VERSION, Claim, Event, Snapshot, StreamFilter, StreamInfo
+
+from sagalog.errors import (
+    ConcurrencyError,
+    DatabaseError,
+    IntegrityError,
+    OperationalError,
+    ProgrammingError,
+)
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+SCHEMA_VERSION = 1
+"""The schema this module writes (kept in ``PRAGMA user_version``)."""
+
+POLL_SECONDS = 0.05
+"""How often :meth:`SqliteRecorder.wait_for_new` looks for other processes' appends."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_TRANSIENT = ("locked", "busy", "disk i/o error")
+_EVENT_COLUMNS = "position, namespace, stream_id, version, type, payload, metadata, recorded_at"
+_metadata_decoder = msgspec.json.Decoder(dict[str, str])
+
+
+def to_micros(when: datetime) -> int:
+    """A datetime as microseconds since the epoch (naive datetimes are taken as UTC)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return (when - _EPOCH) // _MICROSECOND
+
+
+def from_micros(value: int) -> datetime:
+    """Microseconds since the epoch back to a timezone-aware UTC datetime."""
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def translate(exc: sqlite3.Error, path: str) -> DatabaseError:
+    """The sagalog error for a ``sqlite3`` error, with a message naming the file.
+
+    Only lock contention and I/O failures are ``OperationalError`` (retried);
+    anything else would fail the same way again.
+    """
+    text = str(exc)
+    lowered = text.lower()
+    if isinstance(exc, sqlite3.OperationalError) and any(t in lowered for t in _TRANSIENT):
+        return OperationalError(f"SQLite journal {path!r} is unavailable: {text}")
+    if "not a database" in lowered:
+        return DatabaseError(f"{path!r} is not a SQLite database ({text})")
+    if "malformed" in lowered:
+        return DatabaseError(f"SQLite journal {path!r} is corrupt ({text})")
+    if isinstance(exc, sqlite3.IntegrityError):
+        return IntegrityError(f"SQLite journal {path!r} refused a write: {text}")
+    return DatabaseError(f"SQLite journal {path!r}: {text}")
+
+
+def _event(row: tuple[Any, ...]) -> Event:
+    return Event(
+        position=row[0],
+        namespace=row[1],
+        stream_id=row[2],
+        version=row[3],
+        type=row[4],
+        payload=row[5],
+        metadata=_metadata_decoder.decode(row[6]),
+        recorded_at=from_micros(row[7]),
+    )
+
+
+def _row(event: Event, stamp: int) -> tuple[Any, ...]:
+    metadata = msgspec.json.encode(event.metadata).decode()
+    return (
+        event.position,
+        event.namespace,
+        event.stream_id,
+        event.version,
+        event.type,
+        event.payload,
+        metadata,
+        stamp,
+    )
+
+
+def connect_file(path: str, busy_timeout: float) -> sqlite3.Connection:
+    """Open (creating if needed) a journal file and bring its schema up to date.
+
+    Runs in a worker thread. Raises sqlite3 errors (translated by the caller)
+    or DatabaseError for a path that cannot be a database file.
+    """
+    if path != ":memory:":
+        file = Path(path)
+        if file.is_dir():
+            raise DatabaseError(f"cannot open SQLite journal {path!r}: it is a directory")
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseError(f"cannot create the folder of SQLite journal {path!r}: {exc}") from exc
+    # isolation_level=None: no implicit transactions; this module issues
+    # BEGIN IMMEDIATE / COMMIT itself.
+    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL, not NORMAL: in WAL mode NORMAL may lose the last commits on a
+        # power cut, and callers act on an acknowledged append (a worker runs
+        # the next step once its decision is recorded). Group commit pays the
+        # fsync once per batch instead of once per append.
+        conn.execute("PRAGMA synchronous=FULL")
+        _migrate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection, path: str) -> None:
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found > SCHEMA_VERSION:
+        raise ProgrammingError(
+            f"SQLite journal {path!r} has schema version {found}, newer than this "
+            f"sagalog understands ({SCHEMA_VERSION}): upgrade sagalog"
+        )
+    if found == SCHEMA_VERSION:
+        return
+    schema = resources.files("sagalog.storage").joinpath("sql/sqlite.sql").read_text()
+    # One transaction, and every statement is IF NOT EXISTS: two processes
+    # opening a new file at once both run it, one after the other, harmlessly.
+    try:
+        conn.executescript(f"BEGIN IMMEDIATE;\n{schema}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+class _Database:
+    """The blocking half: SQL on one connection, called from one thread at a time."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        # IMMEDIATE takes the write lock first (waiting up to busy_timeout), so
+        # the reads inside the transaction see the latest commit and nothing
+        # can slip in between a version check and the insert it guards.
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+
+    def _version(self, namespace: str, stream_id: str) -> int:
+        row = self.conn.execute(
+            "SELECT COALESCE(MAX(version), 0) FROM events WHERE namespace = ? AND stream_id = ?",
+            (namespace, stream_id),
+        ).fetchone()
+        return int(row[0])
+
+    def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        outcomes: list[AppendOutcome] = []
+        rows: list[tuple[Any, ...]] = []
+        with self._write() as conn:
+            # Positions are allocated here, under the write lock, so they are
+            # dense and commit in order: a reader never sees N+1 before N.
+            position = int(conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0])
+            # A batch may hold two requests for the same stream: the second
+            # must see the first's events, which are not inserted yet.
+            versions: dict[tuple[str, str], int] = {}
+            for request in requests:
+                key = (request.namespace, request.stream_id)
+                current = versions.get(key)
+                if current is None:
+                    current = self._version(*key)
+                if request.expected_version not in (ANY_VERSION, current):
+                    outcomes.append(ConcurrencyError(request.stream_id, request.expected_version, current))
+                    continue
+                stamp = to_micros(request.recorded_at)
+                recorded_at = from_micros(stamp)
+                written = []
+                for new in request.events:
+                    position += 1
+                    current += 1
+                    event = Event(
+                        position=position,
+                        stream_id=request.stream_id,
+                        version=current,
+                        type=new.type,
+                        payload=new.payload,
+                        metadata=dict(new.metadata),
+                        namespace=request.namespace,
+                        recorded_at=recorded_at,
+                    )
+                    written.append(event)
+                    rows.append(_row(event, stamp))
+                versions[key] = current
+                outcomes.append(written)
+                if request.schedule is not None:
+                    self._schedule(request.namespace, request.stream_id, request.schedule.ready_at)
+            conn.executemany(f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        return outcomes
+
+    def _schedule(self, namespace: str, stream_id: str, ready_at: datetime | None) -> None:
+        if ready_at is None:
+            self.conn.execute(
+                "DELETE FROM work WHERE namespace = ? AND stream_id = ?", (namespace, stream_id)
+            )
+            return
+        # A new ready_at keeps the current lease: the worker holding the
+        # stream is usually the one that appended.
+        self.conn.execute(
+            "INSERT INTO work (namespace, stream_id, ready_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (namespace, stream_id) DO UPDATE SET ready_at = excluded.ready_at",
+            (namespace, stream_id, to_micros(ready_at)),
+        )
+
+    def read_stream(
+        self, namespace: str, stream_id: str, from_version: int, limit: int | None
+    ) -> list[Event]:
+        rows = self.conn.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE namespace = ? AND stream_id = ? "
+            "AND version >= ? ORDER BY version LIMIT ?",
+            (namespace, stream_id, from_version, -1 if limit is None else limit),
+        )
+        return [_event(row) for row in rows]
+
+    def read_all(self, namespace: str, after_position: int, limit: int) -> list[Event]:
+        rows = self.conn.execute(
+            f"SELECT {_EVENT_COLUMNS} FROM events WHERE namespace = ? AND position > ? "
+            "ORDER BY position LIMIT ?",
+            (namespace, after_position, limit),
+        )
+        return [_event(row) for row in rows]
+
+    def has_after(self, namespace: str, after_position: int) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM events WHERE namespace = ? AND position > ? LIMIT 1",
+            (namespace, after_position),
+        ).fetchone()
+        return row is not None
+
+    def stream_version(self, namespace: str, stream_id: str) -> int:
+        return self._version(namespace, stream_id)
+
+    def list_streams(self, namespace: str, query: StreamFilter) -> list[StreamInfo]:
+        params = {
+            "ns": namespace,
+            "prefix": query.prefix,
+            "contains": query.contains,
+            "since": None if query.since is None else to_micros(query.since),
+            "until": None if query.until is None else to_micros(query.until),
+            "limit": query.limit,
+            "offset": query.offset,
+        }
+        # Computed from events (the one source of truth) rather than kept in
+        # a summary table: listing is an operator's tool and a scan of one
+        # namespace's index is cheap next to an extra write on every append.
+        # substr/instr rather than LIKE: LIKE ignores ASCII case and treats
+        # '_' in stream ids as a wildcard.
+        rows = self.conn.execute(
+            """
+            WITH last AS (
+                SELECT stream_id, MAX(version) AS version FROM events
+                WHERE namespace = :ns
+                  AND (:prefix IS NULL OR substr(stream_id, 1, length(:prefix)) = :prefix)
+                  AND (:contains IS NULL OR instr(stream_id, :contains) > 0)
+                GROUP BY stream_id
+            )
+            SELECT e.stream_id, e.version, f.recorded_at, e.recorded_at, e.type
+            FROM last
+            JOIN events AS e ON e.namespace = :ns AND e.stream_id = last.stream_id
+                            AND e.version = last.version
+            JOIN events AS f ON f.namespace = :ns AND f.stream_id = last.stream_id AND f.version = 1
+            WHERE (:since IS NULL OR e.recorded_at >= :since)
+              AND (:until IS NULL OR e.recorded_at < :until)
+            ORDER BY e.recorded_at DESC, e.stream_id DESC
+            LIMIT :limit OFFSET :offset
+            """,
+            params,
+        )
+        return [
+            StreamInfo(row[0], row[1], namespace, from_micros(row[2]), from_micros(row[3]), row[4])
+            for row in rows
+        ]
+
+    def save_snapshot(self, namespace: str, snapshot: Snapshot) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO snapshots (namespace, stream_id, schema, version, state) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (namespace, snapshot.stream_id, snapshot.schema, snapshot.version, snapshot.state),
+            )
+
+    def latest_snapshot(
+        self, namespace: str, stream_id: str, max_version: int | None, schema: int
+    ) -> Snapshot | None:
+        row = self.conn.execute(
+            "SELECT version, state FROM snapshots WHERE namespace = ? AND stream_id = ? "
+            "AND schema = ? AND (? IS NULL OR version <= ?) ORDER BY version DESC LIMIT 1",
+            (namespace, stream_id, schema, max_version, max_version),
+        ).fetchone()
+        return None if row is None else Snapshot(stream_id, row[0], row[1], schema)
+
+    def create_namespace(self, name: str) -> None:
+        with self._write() as conn:
+            conn.execute("INSERT OR IGNORE INTO namespaces (name) VALUES (?)", (name,))
+
+    def list_namespaces(self) -> list[str]:
+        return [row[0] for row in self.conn.execute("SELECT name FROM namespaces ORDER BY name")]
+
+    def save_checkpoint(self, namespace: str, name: str, position: int) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO checkpoints (namespace, name, position) VALUES (?, ?, ?)",
+                (namespace, name, position),
+            )
+
+    def load_checkpoint(self, namespace: str, name: str) -> int:
+        row = self.conn.execute(
+            "SELECT position FROM checkpoints WHERE namespace = ? AND name = ?", (namespace, name)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def claim(
+        self, namespace: str, owner: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[Claim]:
+        # SQLite has no SKIP LOCKED; BEGIN IMMEDIATE makes claimers (in any
+        # process) take turns, so a row is never handed to two owners.
+        stamp, until = to_micros(now), to_micros(lease_until)
+        with self._write() as conn:
+            rows = conn.execute(
+                "SELECT stream_id, ready_at FROM work WHERE namespace = ? AND ready_at <= ? "
+                "AND (lease_owner IS NULL OR lease_expires_at <= ?) "
+                "ORDER BY ready_at, stream_id LIMIT ?",
+                (namespace, stamp, stamp, limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE work SET lease_owner = ?, lease_expires_at = ? WHERE namespace = ? AND stream_id = ?",
+                [(owner, until, namespace, row[0]) for row in rows],
+            )
+        expires = from_micros(until)
+        return [Claim(row[0], from_micros(row[1]), owner, expires) for row in rows]
+
+    def renew(
+        self, namespace: str, owner: str, stream_ids: Sequence[str], lease_until: datetime
+    ) -> list[str]:
+        held = []
+        with self._write() as conn:
+            for stream_id in stream_ids:
+                cursor = conn.execute(
+                    "UPDATE work SET lease_expires_at = ? "
+                    "WHERE namespace = ? AND stream_id = ? AND lease_owner = ?",
+                    (to_micros(lease_until), namespace, stream_id, owner),
+                )
+                if cursor.rowcount:
+                    held.append(stream_id)
+        return held
+
+    def release(self, namespace: str, owner: str, stream_ids: Sequence[str]) -> None:
+        with self._write() as conn:
+            conn.executemany(
+                "UPDATE work SET lease_owner = NULL, lease_expires_at = NULL "
+                "WHERE namespace = ? AND stream_id = ? AND lease_owner = ?",
+                [(namespace, stream_id, owner) for stream_id in stream_ids],
+            )
+
+    def next_ready_at(self, namespace: str) -> datetime | None:
+        row = self.conn.execute("SELECT MIN(ready_at) FROM work WHERE namespace = ?", (namespace,))
+        found = row.fetchone()[0]
+        return None if found is None else from_micros(found)
+
+    def clear_work_index(self, namespace: str) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM work WHERE namespace = ?", (namespace,))
+
+
+class SqliteRecorder:
+    """A journal in one SQLite file (WAL mode), safe to share between processes.
+
+    Open it with :meth:`open`, usually through ``connect("sqlite:///path.db")``.
+    """
+
+    def __init__(self, path: str, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self.description = f"sqlite:///{path}"
+        self._db = _Database(conn)
+        self._closed = False
+        # One connection, so one thread at a time may use it.
+        self._limiter = anyio.CapacityLimiter(1)
+        # Wakes this process's waiters at once; other processes' appends are
+        # found by polling every POLL_SECONDS.
+        self._appended = anyio.Event()
+
+    @classmethod
+    async def open(cls, path: str | Path, *, busy_timeout: float = 5.0) -> SqliteRecorder:
+        """Open or create the journal file at ``path`` (and its parent folders).
+
+        Args:
+            path: the database file.
+            busy_timeout: seconds to wait for another process's write lock
+                before failing with ``OperationalError``.
+
+        Raises:
+            DatabaseError: ``path`` is a folder or a file that is not a SQLite database.
+            ProgrammingError: the file was written by a newer sagalog.
+        """
+        name = str(path)
+        try:
+            conn = await anyio.to_thread.run_sync(connect_file, name, busy_timeout)
+        except sqlite3.Error as exc:
+            raise translate(exc, name) from exc
+        return cls(name, conn)
+
+    async def _call(self, func: Callable[[*Ts], T], *args: *Ts) -> T:
+        if self._closed:
+            raise ProgrammingError(f"SQLite journal {self.path!r} is closed")
+        try:
+            return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from exc
+
+    async def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        """Write every request whose expected version holds, in one transaction."""
+        outcomes = await self._call(self._db.append_batch, requests)
+        if any(not isinstance(o, ConcurrencyError) for o in outcomes):
+            self._appended.set()
+            self._appended = anyio.Event()
+        return outcomes
+
+    async def read_stream(
+        self, namespace: str, stream_id: str, from_version: int, limit: int | None
+    ) -> list[Event]:
+        """Events of one stream with version >= ``from_version``, in version order."""
+        return await self._call(self._db.read_stream, namespace, stream_id, from_version, limit)
+
+    async def read_all(self, namespace: str, after_position: int, limit: int) -> list[Event]:
+        """Events with position > ``after_position`` in global order."""
+        return await self._call(self._db.read_all, namespace, after_position, limit)
+
+    async def stream_version(self, namespace: str, stream_id: str) -> int:
+        """The stream's current version, 0 when it has no events."""
+        return await self._call(self._db.stream_version, namespace, stream_id)
+
+    async def list_streams(self, namespace: str, query: StreamFilter) -> list[StreamInfo]:
+        """Streams matching ``query``, most recently active first."""
+        return await self._call(self._db.list_streams, namespace, query)
+
+    async def wait_for_new(self, namespace: str, after_position: int, timeout: float) -> bool:
+        """Wait until an event past ``after_position`` exists; False on timeout."""
+        deadline = anyio.current_time() + timeout
+        while True:
+            # Take the event before looking, so an append landing between the
+            # look and the wait still wakes us.
+            appended = self._appended
+            if await self._call(self._db.has_after, namespace, after_position):
+                return True
+            if anyio.current_time() >= deadline:
+                return False
+            with anyio.move_on_after(min(POLL_SECONDS, deadline - anyio.current_time())):
+                await appended.wait()
+
+    async def save_snapshot(self, namespace: str, snapshot: Snapshot) -> None:
+        """Store (or replace) the snapshot of a stream at a version."""
+        await self._call(self._db.save_snapshot, namespace, snapshot)
+
+    async def latest_snapshot(
+        self, namespace: str, stream_id: str, max_version: int | None, schema: int
+    ) -> Snapshot | None:
+        """The newest snapshot of ``schema`` at or below ``max_version``."""
+        return await self._call(self._db.latest_snapshot, namespace, stream_id, max_version, schema)
+
+    async def create_namespace(self, name: str) -> None:
+        """Create a namespace (no-op when it exists)."""
+        await self._call(self._db.create_namespace, name)
+
+    async def list_namespaces(self) -> list[str]:
+        """Every namespace, sorted."""
+        return await self._call(self._db.list_namespaces)
+
+    async def save_checkpoint(self, namespace: str, name: str, position: int) -> None:
+        """Remember how far subscriber ``name`` has processed the global order."""
+        await self._call(self._db.save_checkpoint, namespace, name, position)
+
+    async def load_checkpoint(self, namespace: str, name: str) -> int:
+        """The position saved for subscriber ``name`` (0 when none)."""
+        return await self._call(self._db.load_checkpoint, namespace, name)
+
+    async def claim(
+        self, namespace: str, owner: str, now: datetime, lease_until: datetime, limit: int
+    ) -> list[Claim]:
+        """Lease up to ``limit`` ready streams whose lease is free or expired, oldest first."""
+        return await self._call(self._db.claim, namespace, owner, now, lease_until, limit)
+
+    async def renew(
+        self, namespace: str, owner: str, stream_ids: Sequence[str], lease_until: datetime
+    ) -> list[str]:
+        """Extend ``owner``'s leases; returns the ids it still held (and now renewed)."""
+        return await self._call(self._db.renew, namespace, owner, stream_ids, lease_until)
+
+    async def release(self, namespace: str, owner: str, stream_ids: Sequence[str]) -> None:
+        """Give up ``owner``'s leases so any worker may claim those streams at once."""
+        await self._call(self._db.release, namespace, owner, stream_ids)
+
+    async def next_ready_at(self, namespace: str) -> datetime | None:
+        """The earliest ``ready_at`` in the work index (leased or not), or None."""
+        return await self._call(self._db.next_ready_at, namespace)
+
+    async def clear_work_index(self, namespace: str) -> None:
+        """Delete the namespace's work index (before a rebuild from events)."""
+        await self._call(self._db.clear_work_index, namespace)
+
+    async def close(self) -> None:
+        """Close the connection once the call in progress (if any) is done."""
+        if self._closed:
+            return
+        self._closed = True
+        await anyio.to_thread.run_sync(self._db.conn.close, limiter=self._limiter)

@@ -1,0 +1,104 @@
+"""Group commit: appends that arrive together share a transaction, each with its own check."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from sagalog.storage import (
+    ANY_VERSION,
+    NO_STREAM,
+    AppendRequest,
+    Event,
+    Journal,
+    NewEvent,
+    Schedule,
+)
+
+from sagalog.clock import ManualClock
+from sagalog.errors import ConcurrencyError
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_concurrent_appends_to_many_streams_share_transactions(journal: Journal) -> None:
+    appends = 40
+    before = journal.group_commits
+
+    async def append(index: int) -> None:
+        await journal.append(f"wf-{index}", NO_STREAM, [NewEvent("A", b"%d" % index)])
+
+    async with anyio.create_task_group() as tg:
+        for index in range(appends):
+            tg.start_soon(append, index)
+    transactions = journal.group_commits - before
+    assert 1 <= transactions < appends
+    everything = await journal.read_all(0, 1000)
+    assert sorted(e.stream_id for e in everything) == sorted(f"wf-{i}" for i in range(appends))
+    assert {e.version for e in everything} == {1}
+
+
+async def test_a_conflict_in_a_shared_transaction_fails_only_its_own_append(journal: Journal) -> None:
+    await journal.append("wf-taken", NO_STREAM, [NewEvent("A", b"")])
+    results: dict[str, list[Event] | str] = {}
+
+    async def append(stream_id: str) -> None:
+        try:
+            results[stream_id] = await journal.append(stream_id, NO_STREAM, [NewEvent("B", b"")])
+        except ConcurrencyError as exc:
+            results[stream_id] = str(exc)
+
+    before = journal.group_commits
+    async with anyio.create_task_group() as tg:
+        for index in range(10):
+            tg.start_soon(append, f"wf-{index}")
+            if index == 4:
+                tg.start_soon(append, "wf-taken")
+    assert journal.group_commits - before < 11
+    assert results.pop("wf-taken") == "stream 'wf-taken' is at version 1, but the append expected version 0"
+    assert sorted(results) == [f"wf-{i}" for i in range(10)]
+    assert all(isinstance(r, list) and [e.version for e in r] == [1] for r in results.values())
+    assert [e.type for e in await journal.read_stream("wf-taken")] == ["A"]
+
+
+async def test_one_batch_keeps_each_request_check_and_order(journal: Journal, clock: ManualClock) -> None:
+    """The recorder contract itself: one append_batch call is one transaction."""
+    await journal.append("wf-old", NO_STREAM, [NewEvent("A", b"")])
+
+    def request(stream_id: str, expected: int, *types: str, ready: bool = False) -> AppendRequest:
+        return AppendRequest(
+            namespace="default",
+            stream_id=stream_id,
+            expected_version=expected,
+            events=tuple(NewEvent(t, t.encode()) for t in types),
+            recorded_at=clock.now(),
+            schedule=Schedule(clock.now()) if ready else None,
+        )
+
+    outcomes = await journal.recorder.append_batch(
+        [
+            request("wf-new", NO_STREAM, "N1", "N2", ready=True),
+            request("wf-old", NO_STREAM, "Refused", ready=True),
+            request("wf-new", 2, "N3"),  # sees the first request's events
+            request("wf-new", 2, "Late"),  # ...and so this one is stale
+            request("wf-old", ANY_VERSION, "O2"),
+        ]
+    )
+    first, refused, third, stale, fifth = outcomes
+    assert isinstance(refused, ConcurrencyError) and isinstance(stale, ConcurrencyError)
+    assert str(refused) == "stream 'wf-old' is at version 1, but the append expected version 0"
+    assert str(stale) == "stream 'wf-new' is at version 3, but the append expected version 2"
+    assert isinstance(first, list) and isinstance(third, list) and isinstance(fifth, list)
+    written = first + third + fifth
+    assert [(e.stream_id, e.version, e.type) for e in written] == [
+        ("wf-new", 1, "N1"),
+        ("wf-new", 2, "N2"),
+        ("wf-new", 3, "N3"),
+        ("wf-old", 2, "O2"),
+    ]
+    positions = [e.position for e in written]
+    assert positions == sorted(positions) and len(set(positions)) == 4
+    assert await journal.read_all(positions[0] - 1) == written
+    # only the request that went through changed the work index
+    assert [
+        c.stream_id for c in await journal.recorder.claim("default", "w", clock.now(), clock.now(), 10)
+    ] == ["wf-new"]

@@ -1,0 +1,370 @@
+"""What only the PostgreSQL backend has: the schema's guards, its global-order
+lock under real concurrency, error translation, and LISTEN/NOTIFY wake-ups."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import anyio
+import anyio.lowlevel
+import psycopg
+import pytest
+from psycopg import sql
+from sagalog.storage import (
+    ANY_VERSION,
+    NO_STREAM,
+    AppendRequest,
+    Journal,
+    NewEvent,
+    Schedule,
+    connect,
+    pg_append,
+)
+from sagalog.storage.postgres import PostgresRecorder
+
+from sagalog.errors import (
+    ConcurrencyError,
+    InvalidEventError,
+    OperationalError,
+    ProgrammingError,
+)
+
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def request(stream: str, expected: int, *types: str, ready: datetime | None = None) -> AppendRequest:
+    return AppendRequest(
+        namespace="default",
+        stream_id=stream,
+        expected_version=expected,
+        events=tuple(NewEvent(t, t.encode()) for t in types),
+        recorded_at=T0,
+        schedule=None if ready is None else Schedule(ready),
+    )
+
+
+@pytest.fixture
+async def pg(pg_url: str) -> AsyncIterator[Journal]:
+    journal = await connect(pg_url)
+    try:
+        yield journal
+    finally:
+        await journal.close()
+
+
+def raw(pg_url: str) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(pg_url, autocommit=True)
+
+
+# -- the schema ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("statement", "operation"),
+    [
+        ("UPDATE events SET type = 'Forged'", "UPDATE"),
+        ("DELETE FROM events", "DELETE"),
+        ("TRUNCATE events", "TRUNCATE"),
+    ],
+)
+async def test_events_cannot_be_updated_deleted_or_truncated(
+    pg: Journal, pg_url: str, statement: str, operation: str
+) -> None:
+    await pg.append("wf-1", NO_STREAM, [NewEvent("Started", b"1")])
+    with raw(pg_url) as conn, pytest.raises(psycopg.Error) as caught:
+        conn.execute(statement)
+    assert f"sagalog events are append-only: {operation} on table events is not allowed" in str(
+        caught.value
+    )
+    [event] = await pg.read_stream("wf-1")
+    assert (event.type, event.payload) == ("Started", b"1")
+
+
+async def test_every_object_lives_in_the_search_path_schema(pg: Journal, pg_url: str) -> None:
+    with raw(pg_url) as conn:
+        schema = conn.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
+        tables = {
+            row[0]
+            for row in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)
+            ).fetchall()
+        }
+        functions = conn.execute(
+            "SELECT n.nspname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+            " WHERE p.proname = 'events_refuse_change'"
+        ).fetchall()
+    assert tables == {
+        "events", "snapshots", "checkpoints", "namespaces", "work_index", "schema_migrations"
+    }
+    assert (schema,) in functions
+
+
+async def test_an_unmigrated_schema_is_refused_with_the_command_to_run(pg_url: str) -> None:
+    with pytest.raises(ProgrammingError) as caught:
+        await connect(pg_url, migrate=False)
+    message = str(caught.value)
+    assert "is not migrated (missing 001_journal)" in message
+    assert "sagalog admin migrate" in message
+
+
+async def test_a_missing_schema_is_named(pg_url: str) -> None:
+    url = pg_url.replace("search_path%3Dt_", "search_path%3Dnope_")
+    with pytest.raises(ProgrammingError, match=r"no schema of the search_path \(nope_\w+\) exists"):
+        await connect(url)
+
+
+async def test_concurrent_migrations_apply_each_file_once(pg_url: str) -> None:
+    async with anyio.create_task_group() as tg:
+        for _ in range(4):
+            tg.start_soon(lambda: _open_and_close(pg_url))
+    with raw(pg_url) as conn:
+        rows = conn.execute("SELECT version, name FROM schema_migrations").fetchall()
+    assert rows == [(1, "journal")]
+    journal = await connect(pg_url, migrate=False)  # migrated: accepted
+    await journal.close()
+
+
+async def _open_and_close(url: str) -> None:
+    journal = await connect(url)
+    await journal.close()
+
+
+# -- group commit ------------------------------------------------------------
+
+
+async def test_a_batch_keeps_request_order_and_each_its_own_outcome(pg: Journal) -> None:
+    recorder = pg.recorder
+    await recorder.append_batch([request("b", NO_STREAM, "B1")])
+    outcomes = await recorder.append_batch([
+        request("a", NO_STREAM, "A1", "A2", ready=T0),
+        request("b", NO_STREAM, "B2"),  # conflict: b is at 1
+        request("c", ANY_VERSION, "C1"),
+        request("a", 2, "A3"),  # sees the first request of the same batch
+    ])
+    assert isinstance(outcomes[1], ConcurrencyError)
+    assert outcomes[1].actual_version == 1
+    written = [e for o in outcomes if not isinstance(o, ConcurrencyError) for e in o]
+    assert [(e.stream_id, e.version, e.type) for e in written] == [
+        ("a", 1, "A1"), ("a", 2, "A2"), ("c", 1, "C1"), ("a", 3, "A3")
+    ]
+    positions = [e.position for e in written]
+    assert positions == sorted(positions)
+    stored = await pg.read_all(positions[0] - 1)
+    assert [(e.position, e.stream_id, e.version) for e in stored] == [
+        (e.position, e.stream_id, e.version) for e in written
+    ]
+    assert await pg.next_ready_at() == T0
+
+
+async def test_a_batch_of_distinct_streams_schedules_only_what_it_wrote(pg: Journal) -> None:
+    recorder = pg.recorder
+    await recorder.append_batch([request("taken", NO_STREAM, "T1")])
+    outcomes = await recorder.append_batch([
+        request("x", NO_STREAM, "X1", ready=T0),
+        request("taken", NO_STREAM, "T2", ready=T0),  # refused: its schedule is not applied
+        request("y", NO_STREAM, "Y1", "Y2"),
+    ])
+    assert isinstance(outcomes[1], ConcurrencyError)
+    assert [[(e.stream_id, e.version) for e in o] for o in (outcomes[0], outcomes[2])] == [
+        [("x", 1)], [("y", 1), ("y", 2)]
+    ]
+    claims = await recorder.claim("default", "w", T0, T0, 10)
+    assert [c.stream_id for c in claims] == ["x"]
+    remove = AppendRequest("default", "x", 1, (NewEvent("Done", b""),), T0, Schedule(None))
+    await recorder.append_batch([remove, request("z", NO_STREAM, "Z1")])
+    assert await pg.next_ready_at() is None
+
+
+async def test_a_large_batch_is_split_and_keeps_its_order(
+    pg: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pg_append, "MAX_CALL_BYTES", 5)
+    outcomes = await pg.recorder.append_batch([
+        request("a", NO_STREAM, "AAAA"),  # 4 bytes
+        request("b", NO_STREAM, "BBBB"),  # over 5 with the first: a second call
+        request("a", 1, "A2"),
+        request("a", NO_STREAM, "Late"),  # refused: a is at 2 by now
+    ])
+    assert isinstance(outcomes[3], ConcurrencyError)
+    assert outcomes[3].actual_version == 2
+    written = [e for o in outcomes[:3] if not isinstance(o, ConcurrencyError) for e in o]
+    assert [(e.stream_id, e.version) for e in written] == [("a", 1), ("b", 1), ("a", 2)]
+    assert [e.position for e in written] == [e.position for e in await pg.read_all()]
+
+
+async def test_a_refused_value_fails_the_batch_and_changes_nothing(pg: Journal) -> None:
+    await pg.append("wf-1", NO_STREAM, [NewEvent("Started", b"1")])
+    bad = AppendRequest(
+        namespace="default",
+        stream_id="wf-2",
+        expected_version=NO_STREAM,
+        events=(NewEvent("Started", b"2", {"note": "nul\x00byte"}),),
+        recorded_at=T0,
+    )
+    with pytest.raises(InvalidEventError, match="refused a value"):
+        await pg.recorder.append_batch([request("wf-1", 1, "Next"), bad])
+    assert [(e.stream_id, e.version) for e in await pg.read_all()] == [("wf-1", 1)]
+
+
+# -- global order under real concurrency --------------------------------------
+
+
+async def test_a_concurrent_reader_sees_every_event_once_and_in_order(pg_url: str) -> None:
+    """Writers on separate connections race; positions must never commit out of order.
+
+    Without the events lock a slow writer's smaller position would commit
+    after the reader had moved past it, and the reader would miss it.
+    """
+    writers, appends = 6, 40
+    journals = [await connect(pg_url) for _ in range(writers + 1)]
+    reader, seen = journals[-1], []
+    done = anyio.Event()
+
+    async def write(journal: Journal, n: int) -> None:
+        for i in range(appends):
+            await journal.append(f"s{n}-{i % 3}", ANY_VERSION, [NewEvent("E", b""), NewEvent("F", b"")])
+
+    async def read() -> None:
+        position = 0
+        while True:
+            finished = done.is_set()  # read once more after the writers are done
+            for event in await reader.read_all(position, limit=50):
+                seen.append(event.position)
+                position = event.position
+            if finished:
+                return
+            await anyio.lowlevel.checkpoint()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+            async with anyio.create_task_group() as writing:
+                for n, journal in enumerate(journals[:writers]):
+                    writing.start_soon(write, journal, n)
+            done.set()
+        everything = [e.position for e in await reader.read_all(0, limit=10_000)]
+    finally:
+        for journal in journals:
+            await journal.close()
+    assert len(everything) == writers * appends * 2
+    assert seen == everything  # exactly once each, in order, nothing skipped
+
+
+# -- errors -----------------------------------------------------------------------
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_an_unreachable_database_is_named_without_its_password() -> None:
+    url = f"postgresql://sagalog:s3cret-pw@127.0.0.1:{closed_port()}/app?connect_timeout=2"
+    with pytest.raises(OperationalError) as caught:
+        await connect(url)
+    message = str(caught.value)
+    assert f"PostgreSQL at postgresql://sagalog:***@127.0.0.1:{url.split(':')[3]}" in message
+    assert "s3cret-pw" not in message
+    assert "s3cret-pw" not in repr(caught.value.__cause__)
+
+
+async def test_a_password_given_as_a_parameter_is_not_shown_either() -> None:
+    url = f"postgresql://sagalog@127.0.0.1:{closed_port()}/app?password=s3cret-pw&connect_timeout=2"
+    with pytest.raises(OperationalError) as caught:
+        await connect(url)
+    assert "s3cret-pw" not in str(caught.value)
+    assert "/app?connect_timeout=2 failed" in str(caught.value)
+
+
+async def test_a_dropped_connection_is_transient_and_loses_nothing(pg_url: str) -> None:
+    url = pg_url + "&application_name=victim"
+    journal = await connect(url)
+    try:
+        await journal.append("wf-1", NO_STREAM, [NewEvent("Started", b"1")])
+        _terminate(pg_url, "victim")
+        with pytest.raises(OperationalError, match=r"PostgreSQL at postgresql://.* failed"):
+            await journal.recorder.append_batch([request("wf-1", 1, "Lost")])
+        # The Journal retries transient failures on a fresh connection.
+        await journal.append("wf-1", 1, [NewEvent("Next", b"2")])
+        assert [e.type for e in await journal.read_stream("wf-1")] == ["Started", "Next"]
+    finally:
+        await journal.close()
+
+
+def _terminate(pg_url: str, application_name: str) -> None:
+    with raw(pg_url) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND application_name = %s",
+            (application_name,),
+        )
+
+
+# -- work index: SKIP LOCKED ----------------------------------------------------
+
+
+async def test_claim_skips_rows_locked_by_another_transaction(pg: Journal, pg_url: str) -> None:
+    for stream in ("a", "b"):
+        await pg.append(stream, NO_STREAM, [NewEvent("E", b"")], schedule=Schedule(T0))
+    with raw(pg_url) as conn, conn.transaction():
+        conn.execute("SELECT 1 FROM work_index WHERE stream_id = 'a' FOR UPDATE")
+        with anyio.fail_after(5):  # would block on the row lock without SKIP LOCKED
+            claims = await pg.claim("w1", 30)
+    assert [c.stream_id for c in claims] == ["b"]
+    assert [c.stream_id for c in await pg.claim("w2", 30)] == ["a"]
+
+
+# -- wake-ups ---------------------------------------------------------------------
+
+
+async def test_wait_for_new_wakes_on_another_connections_append(pg: Journal, pg_url: str) -> None:
+    other = await connect(pg_url)
+    try:
+        async with anyio.create_task_group() as tg:
+            woke = []
+
+            async def wait() -> None:
+                woke.append(await pg.wait_for_new(0, timeout=30))
+
+            tg.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            await other.append("wf-1", NO_STREAM, [NewEvent("E", b"")])
+    finally:
+        await other.close()
+    assert woke == [True]
+    assert await pg.wait_for_new(1, timeout=0.05) is False
+
+
+async def test_wait_for_new_falls_back_to_polling_when_listen_breaks(pg_url: str) -> None:
+    recorder = await PostgresRecorder.open(pg_url + "&application_name=listener")
+    journal = Journal(recorder)
+    writer = await connect(pg_url)
+    try:
+        assert await journal.wait_for_new(0, timeout=0.05) is False  # LISTEN is up
+        with raw(pg_url) as conn:
+            conn.execute(
+                sql.SQL(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND application_name = 'listener'"
+                    " AND query LIKE 'LISTEN%%'"
+                )
+            )
+        async with anyio.create_task_group() as tg:
+            woke = []
+
+            async def wait() -> None:
+                woke.append(await journal.wait_for_new(0, timeout=30))
+
+            tg.start_soon(wait)
+            await anyio.sleep(0.1)
+            await writer.append("wf-1", NO_STREAM, [NewEvent("E", b"")])
+        assert woke == [True]
+    finally:
+        await writer.close()
+        await journal.close()
