@@ -6,10 +6,14 @@ names are re-exported by the ``sagalog`` facade.
 """
 
 from sagalog.engine.breaker import BreakerPolicy, Breakers, CircuitBreaker
+from sagalog.engine.client import Client, SyncClient
 from sagalog.engine.embedded import run, run_async
 from sagalog.engine.retry import DEFAULT_RETRY, Retry, RetryPolicy, resolve_policy
 from sagalog.engine.runner import Runner
+from sagalog.engine.sessions import Sessions
 from sagalog.engine.steps import StepTimeoutError
+from sagalog.engine.worker import Worker
+from sagalog.engine.worker_settings import WorkerSettings
 from sagalog.engine.workflow import (
     DEFAULT_REGISTRY,
     Registry,
@@ -28,13 +32,18 @@ __all__ = [
     "BreakerPolicy",
     "Breakers",
     "CircuitBreaker",
+    "Client",
     "Registry",
     "Retry",
     "RetryPolicy",
     "Runner",
+    "Sessions",
     "Step",
     "StepContext",
     "StepTimeoutError",
+    "SyncClient",
+    "Worker",
+    "WorkerSettings",
     "Workflow",
     "load_modules",
     "resolve_policy",

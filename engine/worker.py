@@ -127,7 +127,7 @@ class Worker:
         """First call: stop claiming and drain. Second call: stop now, leaving leases to expire."""
         if not self._draining:
             self._draining = True
-            log.warning(
+            log.info(
                 "shutting down: no new claims; %d in flight get %.0f s to finish",
                 len(self.leases),
                 self.settings.grace_seconds,

@@ -111,7 +111,7 @@ async def _relay_signals(
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         task_status.started()
         async for signum in signals:
-            log.warning("received %s", signal.Signals(signum).name)
+            log.info("received %s", signal.Signals(signum).name)
             worker.shutdown()
 
 

@@ -46,6 +46,7 @@ from sagalog.replay.inspect import (
 )
 from sagalog.replay.redact import DEFAULT_MASKED_FIELDS, Redactor
 from sagalog.replay.saga import TERMINAL, SagaFold, SagaState, StepState, apply_event, ready_at
+from sagalog.replay.sessions import SessionState
 from sagalog.replay.timetravel import StateDiff, StateView, resolve_stream, state_at, state_diff
 from sagalog.replay.transfer import (
     History,
@@ -78,6 +79,7 @@ __all__ = [
     "Random",
     "SagaFold",
     "SagaState",
+    "SessionState",
     "Sleep",
     "SleepUntil",
     "StepCall",

@@ -284,3 +284,18 @@ def test_the_facade_exports_the_workflow_api() -> None:
     }  # fmt: skip
     assert names <= set(sagalog.__all__)
     assert all(getattr(sagalog, name) is not None for name in names)
+
+
+def test_the_facade_exports_clients_workers_sessions_and_every_error() -> None:
+    import sagalog
+    import sagalog.errors
+
+    names = {"Client", "SyncClient", "Worker", "WorkerSettings", "Sessions", "SessionState"}
+    assert names <= set(sagalog.__all__)
+    errors = {
+        name for name, value in vars(sagalog.errors).items()
+        if isinstance(value, type) and issubclass(value, sagalog.errors.SagalogError)
+    }  # fmt: skip
+    missing = sorted(errors - set(sagalog.__all__))
+    assert missing == [], f"errors not re-exported by the facade: {missing}"
+    assert all(getattr(sagalog, name) is not None for name in sagalog.__all__)
