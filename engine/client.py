@@ -107,6 +107,35 @@ class Client:
         """Ask instance ``id`` to cancel (it compensates what it did); a no-op once it ended."""
         await self._runner.cancel(id, reason)
 
+    # -- operator actions ------------------------------------------------
+
+    async def retry_compensation(self, id: str, actor: str = "") -> SagaState:
+        """Run the failed compensation of a ``compensation_failed`` instance again.
+
+        A worker picks the instance up at once; ``actor`` is recorded in the journal.
+
+        Raises:
+            WorkflowError: the instance is not waiting for an operator.
+        """
+        return await self._runner.retry_compensation(checked_id(id), actor)
+
+    async def skip_compensation(self, id: str, actor: str = "") -> SagaState:
+        """Give up on the failed compensation (handled by hand) and go on with the next one.
+
+        Raises:
+            WorkflowError: the instance is not waiting for an operator.
+        """
+        return await self._runner.skip_compensation(checked_id(id), actor)
+
+    async def unpark(self, id: str, actor: str = "") -> SagaState:
+        """Let a parked instance run again once what parked it is fixed (deployed code, data).
+
+        Raises:
+            WorkflowError: the instance is not parked.
+            NonDeterminismError, UnknownWorkflowError, DecodingError: it still cannot run.
+        """
+        return await self._runner.unpark(checked_id(id), actor)
+
     # -- reading ---------------------------------------------------------
 
     async def result(self, id: str, timeout: float | None = None) -> Any:
@@ -209,6 +238,18 @@ class SyncClient(AbstractContextManager["SyncClient"]):
     def cancel(self, id: str, reason: str = "cancelled by a client") -> None:
         """See :meth:`Client.cancel`."""
         self._call(self._client.cancel, id, reason)
+
+    def retry_compensation(self, id: str, actor: str = "") -> SagaState:
+        """See :meth:`Client.retry_compensation`."""
+        return self._call(self._client.retry_compensation, id, actor)
+
+    def skip_compensation(self, id: str, actor: str = "") -> SagaState:
+        """See :meth:`Client.skip_compensation`."""
+        return self._call(self._client.skip_compensation, id, actor)
+
+    def unpark(self, id: str, actor: str = "") -> SagaState:
+        """See :meth:`Client.unpark`."""
+        return self._call(self._client.unpark, id, actor)
 
     def result(self, id: str, timeout: float | None = None) -> Any:
         """See :meth:`Client.result`."""

@@ -334,7 +334,10 @@ class Runner:
             )
         seq = failed[-1].seq
         event = CompensationRetried(seq, actor) if retry else CompensationSkipped(seq, actor)
-        return await self._tick(instance_id, [event], None)
+        # Appended as an input, not decided here: a client need not have the
+        # workflow's code, and the worker that claims the instance runs the rest.
+        after = await self._append_input(instance_id, event, refuse_ended=False)
+        return after or state
 
     async def unpark(self, instance_id: str, actor: str = "") -> SagaState:
         """Let a parked instance run again, once the code or data that parked it is fixed.

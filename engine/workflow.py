@@ -150,7 +150,10 @@ class _Callable:
             return msgspec.convert(value, self._param_types[index], strict=False)
         except msgspec.ValidationError as exc:
             name = self._params[index].name
-            raise DecodingError(f"argument {name!r} of {self.name!r} cannot be decoded: {exc}") from exc
+            wanted = getattr(self._param_types[index], "__name__", repr(self._param_types[index]))
+            raise DecodingError(
+                f"argument {name!r} of {self.name!r} does not fit its type {wanted}: {exc}"
+            ) from exc
 
     def __repr__(self) -> str:
         return f"<{self.kind} {self.name}>"
@@ -221,7 +224,20 @@ class Workflow(_Callable):
         """The arguments of a start, checked and encoded (errors name the argument)."""
         positional = self.bind(args, kwargs or {})
         self.check_encodable(positional, {})
-        return encode_value(list(positional), f"arguments of {self.name}")
+        data = encode_value(list(positional), f"arguments of {self.name}")
+        self.check_types(data)
+        return data
+
+    def check_types(self, data: bytes) -> None:
+        """Refuse encoded arguments the workflow could not decode into its parameters' types.
+
+        Caught at start, a wrong shape (``sagalog start`` with JSON missing a
+        field) is the caller's error, instead of an instance that fails later.
+        """
+        try:
+            self.decode_args(data)
+        except DecodingError as exc:
+            raise InvalidCommandError(str(exc)) from None
 
     def run(self, ctx: WorkflowContext, *args: Any) -> Any:
         """Call the generator function (the executor does this)."""

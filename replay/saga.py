@@ -295,7 +295,8 @@ def _apply_ending(s: SagaState, event: WorkflowEvent) -> SagaState:
         case CompensationRetried(seq=seq):
             return replace(_step(s, seq, status="scheduled", attempts=0), status="compensating")
         case CompensationSkipped(seq=seq):
-            return replace(_step(s, seq, status="cancelled"), status="compensating")
+            # Nothing is scheduled by the skip itself: the next compensation is a decision to make.
+            return replace(_step(s, seq, status="cancelled"), status="compensating", wake=True)
         case WorkflowCompleted(result=result):
             return _end(replace(s, result=result), "completed")
         case WorkflowContinuedAsNew(next_id=next_id):

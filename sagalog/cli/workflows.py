@@ -28,7 +28,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``start``, ``signal``, ``cancel``, ``status`` and ``list``."""
+    """Add ``start``, ``signal``, ``cancel``, the operator actions, ``status`` and ``list``."""
     start = _command(subparsers, "start", "start a workflow instance", _start)
     start.add_argument("workflow", help="the workflow's registered name")
     start.add_argument("args", nargs="*", metavar="ARG", help="arguments (JSON, or plain text)")
@@ -44,6 +44,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     cancel = _command(subparsers, "cancel", "cancel an instance (it compensates)", _cancel)
     cancel.add_argument("id", help="instance id")
     cancel.add_argument("--reason", default="cancelled from the command line", help="recorded reason")
+
+    for name, help in (
+        ("retry-compensation", "run a compensation_failed instance's failed compensation again"),
+        ("skip-compensation", "skip a compensation_failed instance's failed compensation (undone by hand)"),
+        ("unpark", "let a parked instance run again, once what parked it is fixed"),
+    ):
+        operator = _command(subparsers, name, help, _operator)
+        operator.add_argument("id", help="instance id")
+        operator.add_argument("--actor", default=os.environ.get("USER", ""),
+                              help="who acts, recorded in the journal (default: $USER)")
 
     status = _command(subparsers, "status", "show an instance's state from its journal", _status)
     status.add_argument("id", help="instance id")
@@ -159,6 +169,20 @@ async def _cancel(client: Client, args: argparse.Namespace) -> int:
         print_json({"id": args.id, "cancel_requested": args.reason})
     else:
         print(f"asked {args.id} to cancel ({args.reason}); it compensates what it did")
+    return 0
+
+
+async def _operator(client: Client, args: argparse.Namespace) -> int:
+    actions = {
+        "retry-compensation": client.retry_compensation,
+        "skip-compensation": client.skip_compensation,
+        "unpark": client.unpark,
+    }
+    state = await actions[args.command](args.id, args.actor)
+    if args.json:
+        print_json(state_summary(state))
+    else:
+        print(f"{args.command}: {args.id} is now {state.status} (version {state.version})")
     return 0
 
 

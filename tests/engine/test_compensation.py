@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from saga_helpers import drive, event_types, make_runner
 from sagalog.engine import Registry, Runner, step, workflow
@@ -12,6 +15,7 @@ from sagalog.engine.retry import Retry
 from sagalog.replay import sleep, wait_signal
 from sagalog.storage import Journal, connect
 
+from sagalog.cli import main
 from sagalog.clock import ManualClock
 from sagalog.errors import WorkflowCancelledError, WorkflowError, WorkflowFailedError
 
@@ -308,3 +312,39 @@ async def test_a_failing_gather_cancels_the_calls_still_running(mem: Journal, cl
     assert "LookupError: gone" in await runner.result(iid)
     assert finished == []
     assert (await runner.describe(iid)).steps[0].status == "cancelled"
+
+
+@pytest.mark.parametrize("action", ["retry-compensation", "skip-compensation"])
+def test_an_operator_retries_or_skips_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], action: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'journal.db'}"
+    clock = ManualClock()
+    log.clear()
+    broken["undo_b"] = True
+
+    async def settle(start: bool, iid: str = "") -> tuple[str, str]:
+        journal = await connect(url)
+        try:
+            runner = make_runner(journal, reg, clock)
+            iid = await runner.start(flaky_undo) if start else iid
+            return iid, (await drive(runner, clock, iid)).status
+        finally:
+            await journal.close()
+
+    iid, status = anyio.run(settle, True)
+    assert status == "compensation_failed"
+    broken["undo_b"] = False
+    assert main([action, iid, "--db", url, "--actor", "ops"]) == 0
+    assert re.fullmatch(rf"{action}: {iid} is now compensating \(version \d+\)\n", capsys.readouterr().out)
+    assert anyio.run(settle, False, iid) == (iid, "compensated")
+    assert ("undo b-id" in log) == (action == "retry-compensation")
+    assert log[-1] == "undo a-id"
+    # Once it is settled there is nothing left to decide, and the operator is told so.
+    assert main([action, iid, "--db", url]) == 1
+    assert capsys.readouterr().err == (
+        f"sagalog: error: workflow {iid!r} is compensated, not compensation_failed: "
+        "there is no failed compensation to retry or skip\n"
+    )
+    assert main(["unpark", iid, "--db", url]) == 1
+    assert capsys.readouterr().err == f"sagalog: error: workflow {iid!r} is compensated, not parked\n"

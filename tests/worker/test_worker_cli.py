@@ -105,6 +105,26 @@ def test_bad_inputs(db: str, capsys: pytest.CaptureFixture[str], argv: list[str]
     assert err.startswith(message), err
 
 
+def test_start_refuses_arguments_that_do_not_fit_the_workflow_and_stores_nothing(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    module = ["-m", "sagalog.demo_workflows"]
+    status, out, err = sagalog(
+        capsys, "start", "demo.place_order", '{"order_id": "1", "item": "kettle", "card": "4242"}', *module
+    )
+    assert status == 1 and out == ""
+    assert err == (
+        "sagalog: error: argument 'order' of 'demo.place_order' does not fit its type Order: "
+        "Object missing required field `amount_cents`\n"
+    )
+    wrong = '{"order_id": "1", "item": "k", "amount_cents": "ten", "card": "4"}'
+    status, out, err = sagalog(capsys, "start", "demo.place_order", wrong, *module)
+    assert status == 1
+    assert err.endswith("does not fit its type Order: Expected `int`, got `str` - at `$.amount_cents`\n")
+    status, out, _ = sagalog(capsys, "list", "--json")
+    assert status == 0 and json.loads(out) == []
+
+
 def test_worker_without_a_database_url_uses_the_embedded_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
