@@ -20,14 +20,12 @@ Events come in two kinds, which matters to the executor:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
+from sagalog.replay.event_codec import EventCodec, Upcaster
 from sagalog.storage import Event, NewEvent
-
-from sagalog.errors import DecodingError
 
 STREAM_PREFIX = "wf-"
 """Every workflow stream's id starts with this."""
@@ -438,17 +436,17 @@ TERMINAL_TYPES: tuple[type[Any], ...] = (
 )
 """Events that end an instance."""
 
-UPCASTERS: dict[int, Callable[[str, dict[str, Any]], dict[str, Any]]] = {}
+UPCASTERS: dict[int, Upcaster] = {}
 """``{n: f}``: ``f(type, fields)`` migrates a schema-``n`` payload to schema ``n + 1``."""
 
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(WorkflowEvent)
+_codec: EventCodec[WorkflowEvent] = EventCodec(
+    WorkflowEvent, "workflow", SCHEMA_VERSION, EVENT_TYPES, UPCASTERS
+)
 
 
 def encode_event(event: WorkflowEvent, metadata: dict[str, str] | None = None) -> NewEvent:
     """A workflow event as a record to append (type name, payload, schema in metadata)."""
-    meta = {**(metadata or {}), "schema": str(SCHEMA_VERSION)}
-    return NewEvent(type(event).__name__, _encoder.encode(event), meta)
+    return _codec.encode(event, metadata)
 
 
 def decode_event(stored: Event) -> WorkflowEvent:
@@ -458,31 +456,7 @@ def decode_event(stored: Event) -> WorkflowEvent:
         DecodingError: not a workflow event, a corrupt payload, or a schema
             newer than this code knows.
     """
-    where = f"event {stored.version} ({stored.type}) of {stored.stream_id!r}"
-    if stored.type not in EVENT_TYPES:
-        raise DecodingError(f"{where} is not a workflow event")
-    try:
-        schema = int(stored.metadata.get("schema", "1"))
-    except ValueError:
-        raise DecodingError(f"{where} has an invalid schema {stored.metadata['schema']!r}") from None
-    if schema > SCHEMA_VERSION:
-        raise DecodingError(
-            f"{where} was written with schema {schema}; this sagalog reads up to {SCHEMA_VERSION}"
-        )
-    event: WorkflowEvent
-    try:
-        if schema == SCHEMA_VERSION:
-            event = _decoder.decode(stored.payload)
-        else:
-            fields: dict[str, Any] = msgspec.msgpack.decode(stored.payload)
-            for version in range(schema, SCHEMA_VERSION):
-                fields = UPCASTERS[version](stored.type, fields)
-            event = msgspec.convert(fields, type=WorkflowEvent)
-    except (msgspec.DecodeError, msgspec.ValidationError, KeyError, TypeError) as exc:
-        raise DecodingError(f"{where} cannot be decoded: {exc}") from exc
-    if type(event).__name__ != stored.type:
-        raise DecodingError(f"{where} holds a {type(event).__name__} payload")
-    return event
+    return _codec.decode(stored)
 
 
 def describe(event: WorkflowEvent) -> str:

@@ -18,12 +18,12 @@ which checks the folded state before it appends.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import msgspec
 from sagalog.replay.commands import StepCall
+from sagalog.replay.event_codec import EventCodec, Upcaster
 from sagalog.storage import Event, NewEvent, encode_value
 
 from sagalog.errors import DecodingError, InvalidCommandError
@@ -164,17 +164,15 @@ EVENT_TYPES: frozenset[str] = frozenset(
 )
 """Type names of the session events (as stored in ``Event.type``)."""
 
-UPCASTERS: dict[int, Callable[[str, dict[str, Any]], dict[str, Any]]] = {}
+UPCASTERS: dict[int, Upcaster] = {}
 """``{n: f}``: ``f(type, fields)`` migrates a schema-``n`` payload to schema ``n + 1``."""
 
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(SessionEvent)
+_codec: EventCodec[SessionEvent] = EventCodec(SessionEvent, "session", SCHEMA_VERSION, EVENT_TYPES, UPCASTERS)
 
 
 def encode_event(event: SessionEvent, metadata: dict[str, str] | None = None) -> NewEvent:
     """A session event as a record to append (type name, payload, schema in metadata)."""
-    meta = {**(metadata or {}), "schema": str(SCHEMA_VERSION)}
-    return NewEvent(type(event).__name__, _encoder.encode(event), meta)
+    return _codec.encode(event, metadata)
 
 
 def decode_event(stored: Event) -> SessionEvent:
@@ -184,31 +182,7 @@ def decode_event(stored: Event) -> SessionEvent:
         DecodingError: not a session event, a corrupt payload, or a schema
             newer than this code knows.
     """
-    where = f"event {stored.version} ({stored.type}) of {stored.stream_id!r}"
-    if stored.type not in EVENT_TYPES:
-        raise DecodingError(f"{where} is not a session event")
-    try:
-        schema = int(stored.metadata.get("schema", "1"))
-    except ValueError:
-        raise DecodingError(f"{where} has an invalid schema {stored.metadata['schema']!r}") from None
-    if schema > SCHEMA_VERSION:
-        raise DecodingError(
-            f"{where} was written with schema {schema}; this sagalog reads up to {SCHEMA_VERSION}"
-        )
-    event: SessionEvent
-    try:
-        if schema == SCHEMA_VERSION:
-            event = _decoder.decode(stored.payload)
-        else:
-            fields: dict[str, Any] = msgspec.msgpack.decode(stored.payload)
-            for version in range(schema, SCHEMA_VERSION):
-                fields = UPCASTERS[version](stored.type, fields)
-            event = msgspec.convert(fields, type=SessionEvent)
-    except (msgspec.DecodeError, msgspec.ValidationError, KeyError, TypeError) as exc:
-        raise DecodingError(f"{where} cannot be decoded: {exc}") from exc
-    if type(event).__name__ != stored.type:
-        raise DecodingError(f"{where} holds a {type(event).__name__} payload")
-    return event
+    return _codec.decode(stored)
 
 
 # --- state -----------------------------------------------------------------
@@ -386,7 +360,7 @@ class SessionFold:
 
     def encode(self, state: SessionState) -> bytes:
         """Snapshot bytes."""
-        return _encoder.encode(state)
+        return msgspec.msgpack.encode(state)
 
     def decode(self, data: bytes) -> SessionState:
         """A state back from snapshot bytes (DecodingError when unreadable)."""
