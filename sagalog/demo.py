@@ -170,10 +170,22 @@ def main(argv: list[str] | None = None) -> int:
 
     anyio.run(everything, backend_options=_backend_options())
     banner("Try it yourself")
-    note(f"sagalog replay list --db {url}")
-    note(f"sagalog replay state order-2 --at 5 --db {url}")
-    note(f"sagalog worker sagalog.demo_workflows --db {url}")
+    command = installed_command()
+    note(f"{command} replay list --db {url}")
+    note(f"{command} replay state order-2 --at 5 --db {url}")
+    note(f"{command} status order-1 --db {url}")
     return 0
+
+
+def installed_command() -> str:
+    """How to type ``sagalog`` here: the virtualenv's script when it is not on PATH."""
+    script = Path(sys.executable).parent / "sagalog"
+    if shutil.which("sagalog") == str(script) or not script.exists():
+        return "sagalog"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 def _backend_options() -> dict[str, Any]:
