@@ -1,4 +1,4 @@
-"""The code in the docs runs: every ```python block marked ``<!-- run -->`` is executed.
+"""The code in the docs and the README runs: every ```python block marked ``<!-- run -->`` is executed.
 
 A block marked runnable runs as its own little module, in a fresh namespace,
 with the working directory in a temporary folder and ``SAGALOG_DB`` pointing at
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = ["concepts.md", "api.md"]
+PAGES = ["concepts.md", "api.md", "../README.md"]
 
 MARKER = re.compile(r"^<!--\s*run(?P<continue>:\s*continue)?\s*-->\s*$")
 FENCE = re.compile(r"^```python\s*$")
