@@ -11,6 +11,7 @@ import sqlite3
 from datetime import timedelta
 from typing import Any
 
+import anyio
 import psycopg
 import pytest
 from saga_helpers import drive, make_runner
@@ -21,7 +22,7 @@ from sagalog.replay.folding import load_state
 from sagalog.replay.rebuild import rebuild_derived
 from sagalog.replay.saga import SagaFold
 from sagalog.replay.sessions import SESSION_FOLD
-from sagalog.storage import Journal, WorkItem, connect
+from sagalog.storage import Journal, Snapshot, WorkItem, connect
 
 from sagalog.clock import ManualClock
 
@@ -208,3 +209,75 @@ async def test_a_stale_lease_is_not_kept(journal: Journal) -> None:
     await rebuild_derived(journal)
     rows = await journal.work_index()
     assert rows == [WorkItem("wf-t", rows[0].ready_at)]  # no owner, no expiry
+
+
+async def test_the_recorder_methods_keep_to_their_namespace(journal: Journal) -> None:
+    await journal.create_namespace("other")
+    other = await journal.in_namespace("other")
+    clock = ManualClock()
+    for view in (journal, other):
+        await view.put_work("wf-a", clock.now())
+        await view.save_snapshot(Snapshot("wf-a", 1, b"state"))
+    await journal.claim("w1", 60)
+    await journal.put_work("wf-a", clock.now() + timedelta(seconds=5))  # keeps the lease
+    [row] = await journal.work_index()
+    assert (row.ready_at, row.lease_owner) == (clock.now() + timedelta(seconds=5), "w1")
+    await journal.clear_work_index()
+    await journal.clear_snapshots()
+    assert (await journal.work_index(), await journal.latest_snapshot("wf-a")) == ([], None)
+    assert [w.stream_id for w in await other.work_index()] == ["wf-a"]
+    assert await other.latest_snapshot("wf-a") == Snapshot("wf-a", 1, b"state")
+    await other.put_work("wf-a", None)
+    assert await other.work_index() == []
+    summary = await rebuild_derived(other)
+    assert (summary.namespace, summary.events, summary.work_rows) == ("other", 0, 0)
+
+
+async def test_a_rebuild_while_a_runner_works_ends_with_the_rows_the_events_say(journal_url: str) -> None:
+    clock = ManualClock()
+    journal = await connect(journal_url, clock=clock)
+    try:
+        runner = make_runner(journal, reg, clock)
+
+        async def work() -> None:
+            for i in range(12):
+                await runner.start(timer, id=f"busy-{i}")
+                await runner.run_until_idle()
+                if i % 3 == 2:
+                    clock.advance(61)
+
+        async def rebuild_twice() -> None:
+            for _ in range(2):
+                await rebuild_derived(journal)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(work)
+            tg.start_soon(rebuild_twice)
+        live = [(w.stream_id, w.ready_at) for w in await journal.work_index()]
+        await rebuild_derived(journal)  # a quiet one: what the events say
+        assert [(w.stream_id, w.ready_at) for w in await journal.work_index()] == live
+    finally:
+        await journal.close()
+
+
+async def test_a_row_written_from_an_older_state_is_rewritten(journal: Journal) -> None:
+    clock = ManualClock()
+    runner = Runner(journal, reg, clock=clock)
+    await runner.start(timer, id="a")
+    await runner.start(timer, id="x")
+    await runner.run_until_idle()
+    put_work = journal.put_work
+    raced: list[str] = []
+
+    async def racing_put_work(stream_id: str, ready_at: Any) -> None:
+        if not raced:  # a worker appends to wf-x after the rebuild read it, before its row
+            raced.append(stream_id)
+            await runner.cancel("x")
+        await put_work(stream_id, ready_at)
+
+    journal.put_work = racing_put_work  # type: ignore[method-assign]
+    await rebuild_derived(journal, now=clock.now())
+    assert raced == ["wf-a"]
+    rows = {w.stream_id: w.ready_at for w in await journal.work_index()}
+    # The cancel needs a worker now: not the timer time folded before it.
+    assert rows == {"wf-a": clock.now() + timedelta(seconds=60), "wf-x": clock.now()}
