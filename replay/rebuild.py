@@ -117,7 +117,7 @@ def _apply(streams: dict[str, _Stream], event: Event) -> str:
     return event.stream_id
 
 
-def row_for(stream: _Stream, now: datetime | None = None) -> datetime | None:
+def _row_for(stream: _Stream, now: datetime | None = None) -> datetime | None:
     """The work-index time of a folded stream (None: no row)."""
     when = now or stream.last_at
     assert when is not None
@@ -180,7 +180,7 @@ async def rebuild_derived(
     streams: dict[str, _Stream] = {}
     position, touched, events = await _read(journal, streams, 0, batch)
     for stream_id in sorted(touched):
-        row = row_for(streams[stream_id], now)
+        row = _row_for(streams[stream_id], now)
         if row is not None:
             await journal.put_work(stream_id, row)
     # Appends since the read set their own rows, but one of ours may have
@@ -191,7 +191,7 @@ async def rebuild_derived(
         if not touched:
             break
         for stream_id in sorted(touched):
-            await journal.put_work(stream_id, row_for(streams[stream_id], now))
+            await journal.put_work(stream_id, _row_for(streams[stream_id], now))
     snapshots = await _snapshot(journal, streams, snapshot_every)
     analytics = SessionAnalytics()
     await catch_up(journal, analytics, batch)
