@@ -20,6 +20,7 @@ import contextlib
 import random
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -32,6 +33,7 @@ from sagalog.engine.sessions import Sessions, register_session_steps
 from sagalog.engine.steps import outcome_event, run_attempt
 from sagalog.engine.workflow import DEFAULT_REGISTRY, Registry, StepContext, Workflow
 from sagalog.replay.events import (
+    CHILD_ID_IN_USE,
     CancelRequested,
     ChildCancelRequested,
     ChildCompleted,
@@ -77,6 +79,7 @@ from sagalog.errors import (
 )
 
 _COMMIT_TRIES = 8
+_IN_USE_TYPE = "sagalog.errors.ChildWorkflowAlreadyStartedError"
 _OUTCOMES = (StepCompleted, StepFailed, CompensationCompleted, CompensationFailed)
 
 
@@ -627,7 +630,11 @@ class Runner:
         events = [*inputs, *decisions, *starts]
         if not events:
             return [], []
-        await self._before_append(live, decisions)
+        refused = await self._before_append(live, decisions)
+        if refused:  # a child id in use: its ChildFailed, and what the code does about it
+            extra = await self._after_refusals(live, refused, now)
+            events += extra
+            decisions += extra
         pairs = [(base + i, event) for i, event in enumerate(events, 1)]
         state = _fold(live.state, pairs)
         try:
@@ -644,9 +651,13 @@ class Runner:
         await self._snapshot(ex.instance_id, base, state)
         return [ex.steps[e.seq] for e in starts if isinstance(e, StepStarted)], decisions
 
-    async def _before_append(self, live: _Live, decisions: Sequence[WorkflowEvent]) -> None:
-        """Create child instances and next runs before recording them (idempotent, crash-safe)."""
+    async def _before_append(self, live: _Live, decisions: Sequence[WorkflowEvent]) -> list[ChildFailed]:
+        """Create child instances and next runs before recording them (idempotent, crash-safe).
+
+        Returns a ``ChildFailed`` for each child whose id belongs to another instance.
+        """
         parent = live.executor.instance_id
+        refused: list[ChildFailed] = []
         for event in decisions:
             match event:
                 case ChildStarted():
@@ -654,7 +665,11 @@ class Runner:
                         event.workflow, event.args, parent_id=parent, parent_seq=event.seq,
                         detached=event.detached, session_id=live.state.session_id,
                     )  # fmt: skip
-                    await self._create(event.child_id, started)
+                    taken = await self._start_child(event.child_id, started)
+                    if taken is not None:
+                        refused.append(
+                            ChildFailed(event.seq, event.child_id, CHILD_ID_IN_USE, _IN_USE_TYPE, taken)
+                        )
                 case WorkflowContinuedAsNew(next_id=next_id, args=args):
                     next_run = WorkflowStarted(
                         live.workflow.name, args, session_id=live.state.session_id, continued_from=parent
@@ -662,6 +677,7 @@ class Runner:
                     await self._create(next_id, next_run)
                 case _:
                     pass
+        return refused
 
     async def _snapshot(self, instance_id: str, base: int, state: SagaState) -> None:
         every = self.snapshot_every
@@ -714,6 +730,50 @@ class Runner:
                 schedule=Schedule(None),
             )
         self.cache.pop(state.instance_id, None)
+
+    # -- child ids already in use (like Temporal's WorkflowAlreadyStartedError) ----
+
+    async def _start_child(self, child_id: str, started: WorkflowStarted) -> str | None:
+        """Create a child instance; why it cannot be when its id belongs to another instance.
+
+        An instance with this id created by this same decision (a retry after a
+        crash between creating the child and recording ``ChildStarted``) is the child.
+        """
+        stream = stream_id(child_id)
+        try:
+            await self.journal.append(
+                stream, NO_STREAM, [encode_event(started, self._meta)], schedule=Schedule(self.clock.now())
+            )
+            return None
+        except ConcurrencyError:
+            first = decode_event((await self.journal.read_stream(stream, 1, 1))[0])
+        if isinstance(first, WorkflowStarted):
+            mine = (first.workflow, first.parent_id, first.parent_seq)
+            if mine == (started.workflow, started.parent_id, started.parent_seq):
+                return None
+            owner = f"a child of {first.parent_id!r}" if first.parent_id else "not a child workflow"
+            what = f"workflow {first.workflow!r}, {owner}"
+        else:
+            what = f"a stream starting with {type(first).__name__}"
+        return (
+            f"child workflow {started.workflow!r} was not started: id {child_id!r} already "
+            f"belongs to another instance ({what}); give the child another id, or none "
+            "to get '<parent id>-<n>'"
+        )
+
+    async def _after_refusals(
+        self, live: _Live, refused: list[ChildFailed], now: datetime
+    ) -> list[WorkflowEvent]:
+        """Feed the refused children's ``ChildFailed`` (the error is thrown at their
+        ``yield``) and return them with the decisions the code made next."""
+        ex = live.executor
+        extra: list[WorkflowEvent] = []
+        while refused:
+            ex.feed([(ex.version + i, event) for i, event in enumerate(refused, 1)])
+            more = ex.decide(now)
+            extra += [*refused, *more]
+            refused = await self._before_append(live, more)
+        return extra
 
 
 class _ignore_conflict:

@@ -293,6 +293,7 @@ class Sessions:
         deleted: Sequence[str] = (),
         replace: bool = False,
         expected_version: int | None = None,
+        idempotency_key: str | None = None,
     ) -> SessionState:
         """Set, replace and/or delete attributes, recorded as one ``SessionChanged`` event.
 
@@ -302,6 +303,10 @@ class Sessions:
             replace: True to drop every attribute not in ``updates``.
             expected_version: the version the session must be at; None to apply
                 the change to whatever is current.
+            idempotency_key: when the session already holds a change or touch
+                with this key (see :attr:`SessionState.applied_keys`), nothing is
+                appended and the current state is returned, even if the session
+                ended since. The built-in session steps pass their step's key.
 
         Raises:
             SessionNotFoundError, SessionClosedError, SessionExpiredError: no open session.
@@ -316,13 +321,27 @@ class Sessions:
         def make(state: SessionState) -> list[SessionEvent]:
             base = {} if replace else state.attributes
             values = self._checked(session_id, base, updates, names)
-            return [SessionChanged(self.clock.now(), values, names, replace)]
+            return [SessionChanged(self.clock.now(), values, names, replace, key=idempotency_key)]
 
-        return await self._write(session_id, make, expected_version)
+        return await self._write(session_id, make, expected_version, idempotency_key)
 
-    async def touch(self, session_id: str, *, expected_version: int | None = None) -> SessionState:
-        """Record activity, moving the idle deadline to now + idle timeout."""
-        return await self._write(session_id, lambda _: [SessionTouched(self.clock.now())], expected_version)
+    async def touch(
+        self,
+        session_id: str,
+        *,
+        expected_version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> SessionState:
+        """Record activity, moving the idle deadline to now + idle timeout.
+
+        ``idempotency_key`` works as for :meth:`change`.
+        """
+        return await self._write(
+            session_id,
+            lambda _: [SessionTouched(self.clock.now(), key=idempotency_key)],
+            expected_version,
+            idempotency_key,
+        )
 
     async def bind_workflow(
         self,
@@ -484,11 +503,15 @@ class Sessions:
         session_id: str,
         make: Callable[[SessionState], list[SessionEvent]],
         expected_version: int | None,
+        key: str | None = None,
     ) -> SessionState:
         """Append ``make(current state)`` to an open session, retrying lost races
-        unless the caller fixed the version it expects."""
+        unless the caller fixed the version it expects. A ``key`` the session
+        already holds means the write was made before: nothing is appended."""
         for _ in range(_WRITE_ATTEMPTS):
             state = await self._current(session_id)
+            if key is not None and key in state.applied_keys:
+                return state  # a retried step: its change is in the stream already
             if expected_version is not None and expected_version != state.version:
                 raise ConcurrencyError(stream_id(session_id), expected_version, state.version)
             await self._require_open(state)
@@ -580,14 +603,22 @@ async def session_get_step(session_id: str) -> SessionState:
     return await _step_sessions().get(session_id)
 
 
+def _step_key() -> str:
+    from sagalog.engine.workflow import step_context
+
+    return step_context().idempotency_key
+
+
 async def session_change_step(session_id: str, updates: dict[str, Any], deleted: list[str]) -> SessionState:
-    """Built-in step: set and delete attributes."""
-    return await _step_sessions().change(session_id, updates, deleted=deleted)
+    """Built-in step: set and delete attributes, once per step (keyed by its idempotency key)."""
+    return await _step_sessions().change(
+        session_id, updates, deleted=deleted, idempotency_key=_step_key()
+    )
 
 
 async def session_touch_step(session_id: str) -> SessionState:
-    """Built-in step: record activity."""
-    return await _step_sessions().touch(session_id)
+    """Built-in step: record activity, once per step (keyed by its idempotency key)."""
+    return await _step_sessions().touch(session_id, idempotency_key=_step_key())
 
 
 async def session_close_step(session_id: str, reason: str) -> SessionState:

@@ -44,6 +44,7 @@ from sagalog.replay.inspect import (
     print_timeline,
     timeline,
 )
+from sagalog.replay.rebuild import RebuildSummary, rebuild_derived
 from sagalog.replay.redact import DEFAULT_MASKED_FIELDS, Redactor
 from sagalog.replay.saga import TERMINAL, SagaFold, SagaState, StepState, apply_event, ready_at
 from sagalog.replay.sessions import SessionState
@@ -133,3 +134,6 @@ __all__ += [
     "verify_histories",
     "verify_journal",
 ]
+
+# Rebuilding derived tables from events (sagalog admin rebuild).
+__all__ += ["RebuildSummary", "rebuild_derived"]

@@ -306,6 +306,11 @@ class ChildFailed(_Base, frozen=True):
     """Its message."""
 
 
+CHILD_ID_IN_USE = "already_started"
+"""``ChildFailed.status`` when the child was never started: its id belongs to
+another instance (thrown in as ``ChildWorkflowAlreadyStartedError``)."""
+
+
 class ChildCancelRequested(_Base, frozen=True):
     """Decision: the parent, being cancelled, cancels a running child."""
 

@@ -61,6 +61,7 @@ from sagalog.replay.decisions import (
     type_name,
 )
 from sagalog.replay.events import (
+    CHILD_ID_IN_USE,
     DECISION_TYPES,
     CancelRequested,
     ChildCancelRequested,
@@ -96,6 +97,7 @@ from sagalog.replay.sessions import SessionCommands  # issue 5: ctx.session
 from sagalog.storage import Event, encode_value
 
 from sagalog.errors import (
+    ChildWorkflowAlreadyStartedError,
     EncodingError,
     InvalidCommandError,
     NonDeterminismError,
@@ -646,6 +648,9 @@ class Executor:
             return
         if isinstance(event, ChildCompleted):
             outcome = _Outcome(self.decode_result("child", child.workflow, event.result))
+        elif event.status == CHILD_ID_IN_USE:
+            error = ChildWorkflowAlreadyStartedError(child.workflow, child.child_id, event.message)
+            outcome = _Outcome(error=error)
         else:
             message = f"{event.message} (child {child.child_id!r} ended {event.status})"
             outcome = _Outcome(error=StepError(child.workflow, event.error_type, message))

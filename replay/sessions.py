@@ -34,8 +34,12 @@ STREAM_PREFIX = "session-"
 SCHEMA_VERSION = 1
 """Schema version written into each new event's metadata (``schema``)."""
 
-STATE_SCHEMA = 1
-"""Snapshot schema of :class:`SessionState`; bump when its shape changes."""
+STATE_SCHEMA = 2
+"""Snapshot schema of :class:`SessionState`; bump when its shape changes
+(2: ``applied_keys``; older snapshots are ignored and the state refolded)."""
+
+APPLIED_KEYS_KEPT = 1000
+"""How many recent idempotency keys a session remembers (see ``SessionState.applied_keys``)."""
 
 Status = Literal["absent", "open", "closed", "expired"]
 """Lifecycle of a session: ``absent`` until its first event."""
@@ -88,6 +92,8 @@ class SessionChanged(msgspec.Struct, frozen=True, tag=True):
     """Attributes removed (applied after ``updates``)."""
     replace: bool = False
     """True when ``updates`` replaced every attribute rather than merged into them."""
+    key: str | None = None
+    """Idempotency key of the step that made it (``<instance>:<step index>``), if any."""
 
 
 class SessionTouched(msgspec.Struct, frozen=True, tag=True):
@@ -95,6 +101,8 @@ class SessionTouched(msgspec.Struct, frozen=True, tag=True):
 
     at: datetime
     """When the session was touched."""
+    key: str | None = None
+    """Idempotency key of the step that made it, if any."""
 
 
 class WorkflowBound(msgspec.Struct, frozen=True, tag=True):
@@ -236,6 +244,10 @@ class SessionState(msgspec.Struct, frozen=True):
     """Whether the bound workflows were cancelled or signalled after it ended."""
     closed_by: str | None = None
     """The workflow instance that closed it; that one is not cancelled or signalled."""
+    applied_keys: tuple[str, ...] = ()
+    """Idempotency keys of the latest keyed changes and touches (at most
+    :data:`APPLIED_KEYS_KEPT`, oldest first): a step retried after a crash
+    finds its key here and appends nothing again."""
 
     def to_notify(self) -> list[BoundWorkflow]:
         """Bound workflows to cancel or signal when the session ends, per their policy."""
@@ -317,9 +329,16 @@ def _apply(state: SessionState, event: SessionEvent, version: int) -> SessionSta
                 last_active_at=event.at,
                 changes=state.changes + 1,
                 version=version,
+                applied_keys=_remember_key(state.applied_keys, event.key),
             )
         case SessionTouched():
-            return replace(state, last_active_at=event.at, touches=state.touches + 1, version=version)
+            return replace(
+                state,
+                last_active_at=event.at,
+                touches=state.touches + 1,
+                version=version,
+                applied_keys=_remember_key(state.applied_keys, event.key),
+            )
         case WorkflowBound():
             bound = BoundWorkflow(event.instance_id, event.policy, event.at)
             others = tuple(w for w in state.workflows if w.instance_id != event.instance_id)
@@ -339,6 +358,12 @@ def _apply(state: SessionState, event: SessionEvent, version: int) -> SessionSta
             )
         case WorkflowsNotified():
             return replace(state, workflows_notified=True, version=version)
+
+
+def _remember_key(keys: tuple[str, ...], key: str | None) -> tuple[str, ...]:
+    if key is None:
+        return keys
+    return (*keys, key)[-APPLIED_KEYS_KEPT:]
 
 
 class SessionFold:

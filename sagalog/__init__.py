@@ -33,6 +33,7 @@ from sagalog.engine import (
 )
 from sagalog.errors import (
     AttributesTooLargeError,
+    ChildWorkflowAlreadyStartedError,
     CircuitOpenError,
     ConcurrencyError,
     ConfigurationError,
@@ -82,6 +83,7 @@ from sagalog.storage import Journal, open_journal
 __all__ = [
     "AttributesTooLargeError",
     "BreakerPolicy",
+    "ChildWorkflowAlreadyStartedError",
     "CircuitOpenError",
     "Client",
     "Clock",

@@ -225,6 +225,28 @@ class StepError(WorkflowError):
         super().__init__(f"step {step!r} failed after {attempts} attempt(s): {type_name}: {message}")
 
 
+class ChildWorkflowAlreadyStartedError(StepError):
+    """A child workflow's id already belongs to another instance; thrown at the child's ``yield``.
+
+    Like Temporal's ``WorkflowAlreadyStartedError`` for a child: nothing is
+    started, the other instance is left alone, and the parent decides (catch
+    it, or let it fail the parent, which then compensates).
+
+    Attributes:
+        child_id: the id asked for.
+        workflow: the child workflow the parent wanted to start.
+    """
+
+    def __init__(self, workflow: str, child_id: str, message: str) -> None:
+        self.step = workflow
+        self.type_name = "sagalog.errors.ChildWorkflowAlreadyStartedError"
+        self.message = message
+        self.attempts = 1
+        self.workflow = workflow
+        self.child_id = child_id
+        WorkflowError.__init__(self, message)
+
+
 class SignalTimeoutError(WorkflowError):
     """``wait_signal(name, timeout=...)`` timed out; thrown into the workflow at its ``yield``."""
 

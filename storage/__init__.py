@@ -26,6 +26,7 @@ from sagalog.storage.records import (
     Snapshot,
     StreamFilter,
     StreamInfo,
+    WorkItem,
 )
 from sagalog.storage.retry import Backoff, retry_transient
 from sagalog.storage.urls import (
@@ -58,6 +59,7 @@ __all__ = [
     "Snapshot",
     "StreamFilter",
     "StreamInfo",
+    "WorkItem",
     "ZlibCodec",
     "check_stream_id",
     "connect",

@@ -24,6 +24,7 @@ from sagalog.storage.records import (
     Snapshot,
     StreamFilter,
     StreamInfo,
+    WorkItem,
 )
 from sagalog.storage.retry import Backoff, retry_transient
 
@@ -353,3 +354,30 @@ class Journal:
     async def close(self) -> None:
         """Close the underlying store (every namespace view)."""
         await self._shared.recorder.close()
+
+    # -- rebuilding derived data (sagalog admin rebuild) ----------------------
+
+    @retry_transient
+    async def clear_work_index(self) -> None:
+        """Delete this namespace's work index (before a rebuild from events)."""
+        await self._shared.recorder.clear_work_index(self.namespace)
+
+    @retry_transient
+    async def clear_snapshots(self) -> None:
+        """Delete this namespace's snapshots; readers fold from events until new ones exist."""
+        await self._shared.recorder.clear_snapshots(self.namespace)
+
+    @retry_transient
+    async def put_work(self, stream_id: str, ready_at: datetime | None) -> None:
+        """Set a stream's work-index time without appending (None removes its row).
+
+        For rebuilding the index from events; live code changes it only
+        through an append's ``Schedule``.
+        """
+        check_stream_id(stream_id)
+        await self._shared.recorder.put_work(self.namespace, stream_id, ready_at)
+
+    @retry_transient
+    async def work_index(self) -> list[WorkItem]:
+        """Every work-index row of this namespace, by stream id."""
+        return await self._shared.recorder.work_index(self.namespace)

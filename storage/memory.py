@@ -16,6 +16,7 @@ from sagalog.storage.records import (
     Snapshot,
     StreamFilter,
     StreamInfo,
+    WorkItem,
 )
 
 from sagalog.errors import ConcurrencyError
@@ -209,3 +210,30 @@ class MemoryRecorder:
 
     async def close(self) -> None:
         return None
+
+    async def clear_snapshots(self, namespace: str) -> None:
+        for key in [k for k in self._snapshots if k[0] == namespace]:
+            del self._snapshots[key]
+
+    async def put_work(self, namespace: str, stream_id: str, ready_at: datetime | None) -> None:
+        key = (namespace, stream_id)
+        if ready_at is None:
+            self._work.pop(key, None)
+        elif key in self._work:
+            self._work[key][0] = ready_at
+        else:
+            self._work[key] = [ready_at, None, None]
+
+    async def work_index(self, namespace: str) -> list[WorkItem]:
+        items = []
+        for (ns, stream_id), (ready, owner, expires) in sorted(self._work.items()):
+            if ns == namespace and isinstance(ready, datetime):
+                items.append(
+                    WorkItem(
+                        stream_id,
+                        ready,
+                        owner if isinstance(owner, str) else None,
+                        expires if isinstance(expires, datetime) else None,
+                    )
+                )
+        return items

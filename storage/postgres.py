@@ -42,6 +42,7 @@ from sagalog.storage.records import (
     Snapshot,
     StreamFilter,
     StreamInfo,
+    WorkItem,
 )
 from sagalog.storage.urls import redact_url
 
@@ -368,6 +369,37 @@ class PostgresRecorder:
     async def close(self) -> None:
         await self._waker.close()
         await self._pool.close()
+
+    # -- rebuilding derived data (sagalog admin rebuild) ------------------------
+
+    async def clear_snapshots(self, namespace: str) -> None:
+        await self._all("DELETE FROM snapshots WHERE namespace = %s RETURNING 1", (namespace,))
+
+    async def put_work(self, namespace: str, stream_id: str, ready_at: datetime | None) -> None:
+        if ready_at is None:
+            await self._all(
+                "DELETE FROM work_index WHERE namespace = %s AND stream_id = %s RETURNING 1",
+                (namespace, stream_id),
+            )
+            return
+        # Same upsert as an append's Schedule: an existing row keeps its lease.
+        await self._all(
+            "INSERT INTO work_index (namespace, stream_id, ready_at) VALUES (%s, %s, %s)"
+            " ON CONFLICT (namespace, stream_id) DO UPDATE SET ready_at = excluded.ready_at"
+            " RETURNING 1",
+            (namespace, stream_id, ready_at),
+        )
+
+    async def work_index(self, namespace: str) -> list[WorkItem]:
+        rows = await self._all(
+            "SELECT stream_id, ready_at, lease_owner, lease_expires_at FROM work_index"
+            " WHERE namespace = %s ORDER BY stream_id",
+            (namespace,),
+        )
+        return [
+            WorkItem(sid, utc(ready), owner, None if expires is None else utc(expires))
+            for sid, ready, owner, expires in rows
+        ]
 
 
 @contextmanager

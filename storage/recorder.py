@@ -21,6 +21,7 @@ from sagalog.storage.records import (
     Snapshot,
     StreamFilter,
     StreamInfo,
+    WorkItem,
 )
 
 from sagalog.errors import ConcurrencyError
@@ -135,4 +136,21 @@ class Recorder(Protocol):
 
     async def close(self) -> None:
         """Release connections and files."""
+        ...
+
+    # -- rebuilding derived data (sagalog admin rebuild) ----------------------
+
+    async def clear_snapshots(self, namespace: str) -> None:
+        """Delete every snapshot of the namespace (derived data)."""
+        ...
+
+    async def put_work(self, namespace: str, stream_id: str, ready_at: datetime | None) -> None:
+        """Set a stream's work-index time without appending (None removes its row).
+
+        Like an append's ``Schedule``, an existing row keeps its lease.
+        """
+        ...
+
+    async def work_index(self, namespace: str) -> list[WorkItem]:
+        """Every work-index row of the namespace, by stream id."""
         ...

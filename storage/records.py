@@ -117,3 +117,16 @@ class Claim(msgspec.Struct, frozen=True):
     """The worker holding the lease."""
     lease_expires_at: datetime
     """When another worker may take it over unless renewed."""
+
+
+class WorkItem(msgspec.Struct, frozen=True):
+    """One row of the work index, as an operator (or a rebuild check) sees it."""
+
+    stream_id: str
+    """The stream that needs a worker."""
+    ready_at: datetime
+    """From when."""
+    lease_owner: str | None = None
+    """The worker leasing it, if any."""
+    lease_expires_at: datetime | None = None
+    """When that lease runs out."""

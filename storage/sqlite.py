@@ -23,7 +23,15 @@ import anyio
 import anyio.to_thread
 import msgspec
 from sagalog.storage.recorder import AppendOutcome, AppendRequest
-from sagalog.storage.records import ANY_VERSION, Claim, Event, Snapshot, StreamFilter, StreamInfo
+from sagalog.storage.records import (
+    ANY_VERSION,
+    Claim,
+    Event,
+    Snapshot,
+    StreamFilter,
+    StreamInfo,
+    WorkItem,
+)
 
 from sagalog.errors import (
     ConcurrencyError,
@@ -401,6 +409,25 @@ class _Database:
         with self._write() as conn:
             conn.execute("DELETE FROM work WHERE namespace = ?", (namespace,))
 
+    def clear_snapshots(self, namespace: str) -> None:
+        with self._write() as conn:
+            conn.execute("DELETE FROM snapshots WHERE namespace = ?", (namespace,))
+
+    def put_work(self, namespace: str, stream_id: str, ready_at: datetime | None) -> None:
+        with self._write():
+            self._schedule(namespace, stream_id, ready_at)
+
+    def work_index(self, namespace: str) -> list[WorkItem]:
+        rows = self.conn.execute(
+            "SELECT stream_id, ready_at, lease_owner, lease_expires_at FROM work "
+            "WHERE namespace = ? ORDER BY stream_id",
+            (namespace,),
+        )
+        return [
+            WorkItem(row[0], from_micros(row[1]), row[2], None if row[3] is None else from_micros(row[3]))
+            for row in rows
+        ]
+
 
 class SqliteRecorder:
     """A journal in one SQLite file (WAL mode), safe to share between processes.
@@ -543,3 +570,15 @@ class SqliteRecorder:
             return
         self._closed = True
         await anyio.to_thread.run_sync(self._db.conn.close, limiter=self._limiter)
+
+    async def clear_snapshots(self, namespace: str) -> None:
+        """Delete every snapshot of the namespace (derived data)."""
+        await self._call(self._db.clear_snapshots, namespace)
+
+    async def put_work(self, namespace: str, stream_id: str, ready_at: datetime | None) -> None:
+        """Set a stream's work-index time without appending (None removes its row)."""
+        await self._call(self._db.put_work, namespace, stream_id, ready_at)
+
+    async def work_index(self, namespace: str) -> list[WorkItem]:
+        """Every work-index row of the namespace, by stream id."""
+        return await self._call(self._db.work_index, namespace)

@@ -80,3 +80,101 @@ def test_an_unreachable_database_is_named_without_its_password(
     assert status == 1
     assert f"PostgreSQL at postgresql://app:***@127.0.0.1:{port}/app" in err
     assert "hunter2" not in err
+
+
+# -- sagalog admin rebuild ------------------------------------------------------
+
+
+def _journal_with_a_timer(url: str) -> None:
+    """A workflow waiting on a timer and an open session, with the work index wiped."""
+    from typing import Any
+
+    import anyio
+    from sagalog.engine import Registry, Runner, Sessions, workflow
+    from sagalog.replay import sleep
+    from sagalog.storage import connect
+
+    reg = Registry()
+
+    @workflow(registry=reg, name="cli.nap")
+    def nap(ctx: Any) -> Any:
+        yield sleep(seconds=60)
+        return "rested"
+
+    async def setup() -> list[str]:
+        journal = await connect(url)
+        try:
+            runner = Runner(journal, reg)
+            await runner.start(nap, id="nap")
+            await runner.run_until_idle()
+            await Sessions(journal).open("s1", idle_timeout=300)
+            await journal.clear_work_index()
+            return [row.stream_id for row in await journal.work_index()]
+        finally:
+            await journal.close()
+
+    assert anyio.run(setup) == []
+
+
+def _work_index(url: str) -> list[str]:
+    import anyio
+    from sagalog.storage import connect
+
+    async def read() -> list[str]:
+        journal = await connect(url)
+        try:
+            return [row.stream_id for row in await journal.work_index()]
+        finally:
+            await journal.close()
+
+    return anyio.run(read)
+
+
+def test_rebuild_restores_the_work_index_and_says_what_it_did(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _journal_with_a_timer(sqlite_url)
+    status, out, err = sagalog(capsys, "admin", "rebuild", "--db", sqlite_url)
+    assert (status, err) == (0, "")
+    assert out.splitlines() == [
+        f"rebuilt namespace 'default' of {sqlite_url} from 3 events",
+        "  streams: 1 workflows, 1 sessions, 0 other",
+        "  work index: 2 rows (leases reset)",
+        "  snapshots: 1 written",
+        "  subscription checkpoints: kept",
+    ]
+    assert _work_index(sqlite_url) == ["session-s1", "wf-nap"]
+    status, out, _ = sagalog(capsys, "admin", "rebuild", "--db", sqlite_url, "--json")
+    summary = json.loads(out)
+    assert (summary["workflows"], summary["work_rows"], summary["undecodable"]) == (1, 2, [])
+
+
+@pytest.mark.postgres
+def test_rebuild_on_postgres(pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    _journal_with_a_timer(pg_url)
+    status, out, _ = sagalog(capsys, "admin", "rebuild", "--db", pg_url)
+    assert status == 0
+    assert "work index: 2 rows (leases reset)" in out
+    assert _work_index(pg_url) == ["session-s1", "wf-nap"]
+
+
+def test_rebuild_of_an_unknown_namespace_is_refused(
+    sqlite_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sagalog(capsys, "admin", "migrate", "--db", sqlite_url)
+    status, out, err = sagalog(
+        capsys, "admin", "rebuild", "--db", sqlite_url, "--namespace", "nowhere"
+    )
+    assert (status, out) == (1, "")
+    assert "unknown namespace 'nowhere': create it first" in err
+
+
+def test_rebuild_of_an_unreachable_database_names_it(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"postgresql://app:hunter2@127.0.0.1:{port}/app?connect_timeout=2"
+    status, _, err = sagalog(capsys, "admin", "rebuild", "--db", url)
+    assert status == 1
+    assert f"PostgreSQL at postgresql://app:***@127.0.0.1:{port}/app" in err
+    assert "hunter2" not in err

@@ -3,13 +3,15 @@
     sagalog admin migrate [--db URL]
     sagalog admin create-namespace NAME [--db URL]
     sagalog admin namespaces [--db URL] [--json]
+    sagalog admin rebuild [--db URL] [--namespace NS] [--snapshot-every N] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 
-from sagalog.cli.common import add_json_option, print_json, run
+from sagalog.cli.common import add_db_options, add_json_option, open_from_args, print_json, run
+from sagalog.replay.rebuild import DEFAULT_SNAPSHOT_EVERY, RebuildSummary, rebuild_derived
 from sagalog.storage import connect, default_url, redact_url
 from sagalog.storage.migrations import migrate_url
 
@@ -35,6 +37,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _add_db(listing)
     add_json_option(listing)
     listing.set_defaults(run=run_namespaces)
+
+    rebuild = commands.add_parser(
+        "rebuild",
+        help="drop the work index and snapshots of a namespace and rebuild them from its events",
+    )
+    add_db_options(rebuild)
+    rebuild.add_argument(
+        "--snapshot-every",
+        type=int,
+        default=DEFAULT_SNAPSHOT_EVERY,
+        metavar="N",
+        help="snapshot streams with at least N events at their head (0: none; default: %(default)s)",
+    )
+    add_json_option(rebuild)
+    rebuild.set_defaults(run=run_rebuild)
 
 
 def _add_db(parser: argparse.ArgumentParser) -> None:
@@ -92,4 +109,32 @@ def run_namespaces(args: argparse.Namespace) -> int:
     else:
         for name in found:
             print(name)
+    return 0
+
+
+def run_rebuild(args: argparse.Namespace) -> int:
+    """Rebuild the derived tables of one namespace from its events and summarise."""
+
+    async def rebuild() -> RebuildSummary:
+        journal = await open_from_args(args, migrate=False)
+        try:
+            return await rebuild_derived(journal, snapshot_every=args.snapshot_every)
+        finally:
+            await journal.close()
+
+    summary = run(rebuild)
+    if args.json:
+        print_json(summary)
+        return 0
+    where = redact_url(args.db or default_url())
+    print(f"rebuilt namespace {summary.namespace!r} of {where} from {summary.events} events")
+    print(
+        f"  streams: {summary.workflows} workflows, {summary.sessions} sessions, "
+        f"{summary.other_streams} other"
+    )
+    print(f"  work index: {summary.work_rows} rows (leases reset)")
+    print(f"  snapshots: {summary.snapshots} written")
+    print("  subscription checkpoints: kept")
+    for stream in summary.undecodable:
+        print(f"  warning: {stream} has an event that cannot be decoded")
     return 0

@@ -76,7 +76,7 @@ async def test_cold_reads_use_snapshots_and_see_other_writers(
     await sessions.open("s1")
     for n in range(11):
         await sessions.set("s1", "n", n)
-    snapshot = await timed_journal.latest_snapshot("session-s1")
+    snapshot = await timed_journal.latest_snapshot("session-s1", schema=SESSION_FOLD.schema)
     assert snapshot is not None and snapshot.version == 10
     other = Sessions(timed_journal, clock=clock)
     cold = await other.get("s1")
