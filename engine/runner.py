@@ -59,7 +59,7 @@ from sagalog.replay.events import (
     stream_id,
 )
 from sagalog.replay.executor import Executor, StepTask, default_decode
-from sagalog.replay.folding import load_state
+from sagalog.replay.folding import fold_events, load_state
 from sagalog.replay.saga import TERMINAL, SagaFold, SagaState, apply_event, ready_at
 from sagalog.storage import NO_STREAM, Journal, Schedule, Snapshot, check_stream_id, encode_value
 
@@ -237,10 +237,15 @@ class Runner:
 
     async def _await_result(self, instance_id: str) -> Any:
         current = instance_id
+        state = await self.describe(current)
+        last = await self.journal.read_stream(stream_id(current), state.version, 1)
+        position = last[0].position if last else 0
         while True:
-            state = await self.describe(current)
             if state.continued_as is not None:
                 current = state.continued_as
+                state = await self.describe(current)
+                last = await self.journal.read_stream(stream_id(current), state.version, 1)
+                position = last[0].position if last else 0
                 continue
             match state.status:
                 case "completed":
@@ -251,8 +256,24 @@ class Runner:
                     raise WorkflowCancelledError(current, state.message)
                 case "parked":
                     raise WorkflowParkedError(current, state.parked_reason)
-            last = await self.journal.read_stream(stream_id(current), state.version, 1)
-            await self.journal.wait_for_new(last[0].position if last else 0, 1.0)
+            await self.journal.wait_for_new(position, 1.0)
+            state, position = await self._catch_up(state, position)
+
+    async def _catch_up(self, state: SagaState, position: int) -> tuple[SagaState, int]:
+        """Fold the events appended to the instance since ``position`` (one query per wake-up).
+
+        ``position`` is the last position looked at. When the instance has no new
+        events, the wake-up came from another stream: page past it in the global
+        order, so the next wait does not return at once for the same events.
+        """
+        stream = stream_id(state.instance_id)
+        tail = await self.journal.read_stream(stream, state.version + 1)
+        if tail:
+            return fold_events(self._fold, state, tail), max(position, tail[-1].position)
+        page = await self.journal.read_all(position, 1000)
+        # Events of this stream in the page were appended after the read above.
+        mine = [e for e in page if e.stream_id == stream and e.version > state.version]
+        return fold_events(self._fold, state, mine), page[-1].position if page else position
 
     # -- signals, cancel, operators -----------------------------------------------
 
@@ -418,13 +439,20 @@ class Runner:
         instance_id: str,
         inputs: Sequence[WorkflowEvent],
         tg: anyio.abc.TaskGroup | None,
+        *,
+        own: bool = False,
     ) -> SagaState:
-        """Commit ``inputs`` and what follows from them; start due steps when ``tg`` is given."""
+        """Commit ``inputs`` and what follows from them; start due steps when ``tg`` is given.
+
+        ``own`` is for the outcome of a step this runner ran: then a cached
+        executor is trusted without reading the stream's tail first (see :meth:`_load`).
+        """
+        trust = own
         for _ in range(_COMMIT_TRIES):
             try:
                 async with self._lock(instance_id):
                     try:
-                        live = await self._load(instance_id)
+                        live = await self._load(instance_id, trust_cache=trust)
                     except _Idle as idle:
                         state, decided = idle.state, []
                     else:
@@ -432,6 +460,7 @@ class Runner:
                         state = live.state
             except ConcurrencyError:
                 self.cache.pop(instance_id, None)  # someone else appended: replay
+                trust = False
                 continue
             await self._after_commit(instance_id, state, decided)
             return state
@@ -490,7 +519,7 @@ class Runner:
             event = outcome_event(task, attempt, policy, self.clock.now(), self._rng)
             # Still marked as running here until its outcome is committed, so a
             # concurrent commit does not take it for a crashed attempt.
-            await self._tick(instance_id, [event], tg)
+            await self._tick(instance_id, [event], tg, own=True)
         finally:
             if running.get(task.seq) is scope:
                 del running[task.seq]
@@ -503,11 +532,21 @@ class Runner:
             raise NotFoundError(f"no workflow instance {instance_id!r}")
         return [(event.version, decode_event(event)) for event in stored]
 
-    async def _load(self, instance_id: str) -> _Live:
-        """The instance's live executor, from the cache (caught up) or replayed."""
+    async def _load(self, instance_id: str, *, trust_cache: bool = False) -> _Live:
+        """The instance's live executor, from the cache (caught up) or replayed.
+
+        With ``trust_cache`` a cached executor is used as it is, without
+        reading the events appended since it was cached. That is safe because
+        the next append expects the cached version (the fencing token): if
+        anyone else appended meanwhile, it fails with ConcurrencyError and the
+        caller replays. It saves a query per step when this runner is the
+        only writer, as it is between a step's start and its outcome.
+        """
         live = self.cache.get(instance_id)
         if live is not None:
             self.cache_hits += 1
+            if trust_cache:
+                return live
             tail = await self.journal.read_stream(stream_id(instance_id), live.state.version + 1)
             if not tail:
                 return live
@@ -555,7 +594,9 @@ class Runner:
     async def _state_from(self, instance_id: str, pairs: list[tuple[int, WorkflowEvent]]) -> SagaState:
         """The latest snapshot plus the events after it, so a long history is not folded from event 1."""
         state, start = self._fold.initial(stream_id(instance_id)), 0
-        if self.snapshot_every > 0 and pairs:
+        # Every event is in ``pairs`` already: a snapshot only saves folding, which
+        # costs less than the query for a history shorter than one snapshot period.
+        if self.snapshot_every > 0 and pairs and pairs[-1][0] >= self.snapshot_every:
             stream = stream_id(instance_id)
             found = await self.journal.latest_snapshot(stream, pairs[-1][0], self._fold.schema)
             if found is not None:
