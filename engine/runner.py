@@ -237,15 +237,11 @@ class Runner:
 
     async def _await_result(self, instance_id: str) -> Any:
         current = instance_id
-        state = await self.describe(current)
-        last = await self.journal.read_stream(stream_id(current), state.version, 1)
-        position = last[0].position if last else 0
+        state, position = await self._state_and_position(current)
         while True:
             if state.continued_as is not None:
                 current = state.continued_as
-                state = await self.describe(current)
-                last = await self.journal.read_stream(stream_id(current), state.version, 1)
-                position = last[0].position if last else 0
+                state, position = await self._state_and_position(current)
                 continue
             match state.status:
                 case "completed":
@@ -258,6 +254,23 @@ class Runner:
                     raise WorkflowParkedError(current, state.parked_reason)
             await self.journal.wait_for_new(position, 1.0)
             state, position = await self._catch_up(state, position)
+
+    async def _state_and_position(self, instance_id: str) -> tuple[SagaState, int]:
+        """The instance's state and the position of its last event.
+
+        A history shorter than a snapshot period is read and folded in one
+        query; a longer one starts from its snapshot (see :meth:`describe`).
+        """
+        stream = stream_id(instance_id)
+        limit = max(self.snapshot_every, 100)
+        first = await self.journal.read_stream(stream, 1, limit)
+        if not first:
+            raise NotFoundError(f"no workflow instance {instance_id!r}")
+        if len(first) < limit:
+            return fold_events(self._fold, self._fold.initial(stream), first), first[-1].position
+        state = await self.describe(instance_id)
+        last = await self.journal.read_stream(stream, state.version, 1)
+        return state, last[0].position if last else first[-1].position
 
     async def _catch_up(self, state: SagaState, position: int) -> tuple[SagaState, int]:
         """Fold the events appended to the instance since ``position`` (one query per wake-up).

@@ -28,12 +28,14 @@ import msgspec
 from sagalog.engine.worker_leases import LeaseBook, Outage
 from sagalog.engine.worker_metrics import WorkerMetrics
 from sagalog.engine.worker_settings import WorkerSettings, validate
-from sagalog.storage import Journal
+from sagalog.storage import Backoff, Journal
 
 from sagalog.clock import SYSTEM_CLOCK, Clock
 from sagalog.errors import ConcurrencyError, OperationalError
 
 log = logging.getLogger("sagalog.worker")
+
+_WATCH_BACKOFF = Backoff(attempts=0, initial=0.2, maximum=5.0)
 
 FAILED_STATUSES = frozenset({"failed", "compensated", "compensation_failed", "cancelled"})
 
@@ -115,6 +117,8 @@ class Worker:
         self._stopped = False
         self._root: anyio.CancelScope | None = None
         self._seen = -1
+        self._listening = anyio.Event()
+        """Set while the claim loop waits for work: the watcher looks for events only then."""
 
     # -- control ---------------------------------------------------------
 
@@ -160,6 +164,7 @@ class Worker:
             self._root = root
             async with anyio.create_task_group() as service:
                 service.start_soon(self._heartbeat)
+                service.start_soon(self._watch)
                 if self.settings.metrics_port is not None:
                     self.metrics_port = await service.start(
                         self.metrics.serve, self.settings.metrics_port
@@ -245,20 +250,33 @@ class Worker:
     # -- waiting -------------------------------------------------------------
 
     async def _wait_for_work(self, changed: anyio.Event) -> None:
-        """Sleep until work may be ready: others' events, a due timer, ``changed``, or the poll."""
+        """Sleep until work may be ready: ``changed`` (set by the watcher on others'
+        events, a freed slot or a shutdown), a due timer, or the poll."""
         try:
             timeout = await self._timeout()
-            deadline = anyio.current_time() + timeout
-            while await self._sleep(timeout, changed):
-                # Only our own commits: sleep on until the same deadline, without
-                # asking the work index again (one query less per step we run).
-                if await self._foreign_events():
-                    return
-                timeout = deadline - anyio.current_time()
-                if timeout <= 0:
-                    return
         except OperationalError as exc:
             await self._pause(self.outage.failed(exc), changed)
+            return
+        listening = self._listening
+        listening.set()
+        try:
+            # The poll bounds the wait in real time as well: a ManualClock moved
+            # before this wait began would never wake the timer below.
+            with anyio.move_on_after(self.settings.poll_seconds):
+                if timeout >= self.settings.poll_seconds:
+                    await changed.wait()
+                    return
+                async with anyio.create_task_group() as race:
+
+                    async def on_timer() -> None:
+                        await self._clock.sleep(timeout)
+                        race.cancel_scope.cancel()
+
+                    race.start_soon(on_timer)
+                    await changed.wait()
+                    race.cancel_scope.cancel()
+        finally:
+            self._listening = anyio.Event()
 
     async def _timeout(self) -> float:
         poll = self.settings.poll_seconds
@@ -270,31 +288,27 @@ class Worker:
         until_due = (due - self._clock.now()).total_seconds()
         return min(poll, until_due) if until_due > 0 else poll
 
-    async def _sleep(self, timeout: float, changed: anyio.Event) -> bool:
-        """Wait ``timeout``, or less when events arrive (True) or ``changed`` is set."""
-        woken_by_events = False
-        async with anyio.create_task_group() as race:
+    async def _watch(self) -> None:
+        """Wake the claim loop when others append events, while it waits for work.
 
-            async def on_event() -> None:
-                nonlocal woken_by_events
-                try:
-                    woken_by_events = await self._journal.wait_for_new(self._seen, timeout)
-                except OperationalError:
-                    await anyio.sleep_forever()  # the timer or the next claim notices
-                race.cancel_scope.cancel()
-
-            async def on_timer() -> None:
-                await self._clock.sleep(timeout)
-                race.cancel_scope.cancel()
-
-            async def on_change() -> None:
-                await changed.wait()
-                race.cancel_scope.cancel()
-
-            race.start_soon(on_event)
-            race.start_soon(on_timer)
-            race.start_soon(on_change)
-        return woken_by_events
+        One long-lived task rather than a wait raced against a timer on every
+        sleep: a database wait is never cancelled half-way (that costs the
+        pool its connection), and while every slot is busy, or the worker is
+        working through claims, nobody reads the events this worker appends.
+        """
+        failures = 0
+        while True:
+            await self._listening.wait()  # the claim loop sets it only once _seen is known
+            try:
+                woken = await self._journal.wait_for_new(self._seen, self.settings.poll_seconds)
+                if woken and await self._foreign_events():
+                    self._notify()
+            except OperationalError:
+                # The claim loop meets the outage too and reports it; just back off.
+                failures += 1
+                await anyio.sleep(_WATCH_BACKOFF.delay(failures))
+            else:
+                failures = 0
 
     async def _foreign_events(self) -> bool:
         """Read past ``_seen``: True when an event may have made work (not only our own appends).
@@ -337,8 +351,13 @@ class Worker:
             log.exception("unexpected error advancing %s; retrying after the lease expires", stream_id)
         finally:
             self.metrics.in_flight.dec()
+            was_full = len(self.leases) >= self.settings.concurrency
             self.leases.finish(stream_id, release=release)
-            self._notify()
+            # The claim loop needs to hear of it only when there is a lease to give
+            # back (its row stays in the index: the next due time may have moved),
+            # a slot opened at full capacity, or a drain is counting the leases.
+            if release or was_full or self._draining:
+                self._notify()
 
     def _count(self, stream_id: str, outcome: Outcome) -> None:
         self.metrics.steps.inc(outcome.steps)
