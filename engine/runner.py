@@ -86,6 +86,9 @@ class _Live(msgspec.Struct):
     executor: Executor
     state: SagaState
     workflow: Workflow
+    fresh: bool = False
+    """Read by :meth:`Runner.preload` after a claim and not used since: the next
+    load trusts it without reading the tail."""
 
 
 class _Idle(Exception):
@@ -407,6 +410,36 @@ class Runner:
         except DecodingError:
             return first  # parked as undecodable: only the state seen on parking is readable
 
+    async def preload(self, instance_ids: Sequence[str]) -> None:
+        """Replay into the cache, reading them in one query, the instances not cached yet.
+
+        For a worker that has just claimed them: their streams are read after
+        the claim, so the next :meth:`advance` of each trusts the replayed copy
+        without reading its tail again (an append by anyone since then still
+        makes that advance's commit fail and replay). Instances that cannot run
+        (ended, parked, unknown or undecodable) are left to :meth:`advance`.
+        """
+        missing = [i for i in dict.fromkeys(instance_ids) if i not in self.cache]
+        if len(missing) < 2:
+            return  # one query either way
+        found = await self.journal.read_streams([stream_id(i) for i in missing])
+        for instance_id in missing:
+            stored = found.get(stream_id(instance_id))
+            if not stored or instance_id in self.cache:
+                continue
+            if self.snapshot_every and len(stored) >= self.snapshot_every:
+                continue  # long histories load through their snapshot in advance()
+            try:
+                pairs = [(event.version, decode_event(event)) for event in stored]
+                state = _fold(self._fold.initial(stream_id(instance_id)), pairs)
+                if state.status in ("parked", *TERMINAL):
+                    continue
+                live = await self._replay(instance_id, pairs, park=False, state=state)
+            except (UnknownWorkflowError, NonDeterminismError, DecodingError):
+                continue
+            live.fresh = True
+            self.cache_misses += 1
+
     async def run_until_idle(self, limit: int = 100) -> int:
         """Advance every instance that is due now (by this runner's clock) until none is.
 
@@ -557,6 +590,9 @@ class Runner:
         """
         live = self.cache.get(instance_id)
         if live is not None:
+            if live.fresh:  # counted as a miss when preload() replayed it
+                live.fresh = False
+                return live
             self.cache_hits += 1
             if trust_cache:
                 return live
@@ -582,8 +618,16 @@ class Runner:
             raise _Idle(await self._park(instance_id, "undecodable", str(exc))) from None
         return await self._replay(instance_id, pairs, park=True)
 
-    async def _replay(self, instance_id: str, pairs: list[tuple[int, WorkflowEvent]], *, park: bool) -> _Live:
-        state = await self._state_from(instance_id, pairs)
+    async def _replay(
+        self,
+        instance_id: str,
+        pairs: list[tuple[int, WorkflowEvent]],
+        *,
+        park: bool,
+        state: SagaState | None = None,
+    ) -> _Live:
+        if state is None:
+            state = await self._state_from(instance_id, pairs)
         if park and (state.status in TERMINAL or state.status == "parked"):
             raise _Idle(state)
         try:

@@ -65,6 +65,11 @@ class RunnerHandler:
         """The Runner's sticky-cache (hits, misses)."""
         return self.runner.cache_hits, self.runner.cache_misses
 
+    async def prepare(self, stream_ids: Sequence[str]) -> None:
+        """Replay the claimed workflow instances not cached yet, reading them in one query."""
+        ids = [s.removeprefix(WORKFLOW_PREFIX) for s in stream_ids if s.startswith(WORKFLOW_PREFIX)]
+        await self.runner.preload(ids)
+
 
 def configure_logging(level: str) -> None:
     """One line per record on stderr, with the time; quiet third-party loggers."""
