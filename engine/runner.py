@@ -91,6 +91,13 @@ class _Live(msgspec.Struct):
     load trusts it without reading the tail."""
 
 
+class _Handoff(msgspec.Struct):
+    """A step attempt just started, to be run by the task that committed its start."""
+
+    task: StepTask
+    scope: anyio.CancelScope
+
+
 class _Idle(Exception):
     """Loading an instance found it ended, or parked it: no code to run. Carries its state."""
 
@@ -477,7 +484,8 @@ class Runner:
         if lock is None:
             if len(self._locks) > 4 * self.cache.maxsize:
                 self._locks = {k: v for k, v in self._locks.items() if v.locked()}
-            lock = self._locks[instance_id] = anyio.Lock()
+            # fast_acquire: an uncontended lock (the usual case) costs no event-loop round.
+            lock = self._locks[instance_id] = anyio.Lock(fast_acquire=True)
         return lock
 
     async def _tick(
@@ -487,6 +495,7 @@ class Runner:
         tg: anyio.abc.TaskGroup | None,
         *,
         own: bool = False,
+        handoff: list[_Handoff] | None = None,
     ) -> SagaState:
         """Commit ``inputs`` and what follows from them; start due steps when ``tg`` is given.
 
@@ -502,7 +511,7 @@ class Runner:
                     except _Idle as idle:
                         state, decided = idle.state, []
                     else:
-                        decided = await self._commit_all(live, inputs, tg)
+                        decided = await self._commit_all(live, inputs, tg, handoff)
                         state = live.state
             except ConcurrencyError:
                 self.cache.pop(instance_id, None)  # someone else appended: replay
@@ -513,7 +522,11 @@ class Runner:
         raise ConcurrencyError(stream_id(instance_id), -1, -1)
 
     async def _commit_all(
-        self, live: _Live, inputs: Sequence[WorkflowEvent], tg: anyio.abc.TaskGroup | None
+        self,
+        live: _Live,
+        inputs: Sequence[WorkflowEvent],
+        tg: anyio.abc.TaskGroup | None,
+        handoff: list[_Handoff] | None = None,
     ) -> list[WorkflowEvent]:
         ex = live.executor
         pending = [event for event in inputs if _still_valid(ex, event)]
@@ -527,14 +540,20 @@ class Runner:
             pending = []
             if tg is not None:
                 for task in started:
-                    self._launch(live, task, tg)
+                    self._launch(live, task, tg, handoff)
             if not (ex.due_timers(now) or ex.due_timeouts(now)) or ex.ended:
                 return decided
 
-    def _launch(self, live: _Live, task: StepTask, tg: anyio.abc.TaskGroup) -> None:
+    def _launch(
+        self, live: _Live, task: StepTask, tg: anyio.abc.TaskGroup, handoff: list[_Handoff] | None
+    ) -> None:
+        """Run ``task`` in a new task of ``tg``, or hand it to the caller's task when it has none yet."""
         scope = anyio.CancelScope()
         self._inflight.setdefault(live.executor.instance_id, {})[task.seq] = scope
         snapshot = msgspec.structs.replace(task)  # the executor's copy keeps changing
+        if handoff is not None and not handoff:
+            handoff.append(_Handoff(snapshot, scope))
+            return
         tg.start_soon(self._run_step, live.executor.instance_id, live.workflow, snapshot, scope, tg)
 
     async def _run_step(
@@ -545,30 +564,52 @@ class Runner:
         scope: anyio.CancelScope,
         tg: anyio.abc.TaskGroup,
     ) -> None:
+        # A step that leads to the next one runs it in this same task: a
+        # sequence of steps costs no task and no task-group bookkeeping per step.
+        following: _Handoff | None = _Handoff(task, scope)
+        while following is not None:
+            following = await self._run_one(instance_id, wf, following.task, following.scope, tg)
+
+    async def _run_one(
+        self,
+        instance_id: str,
+        wf: Workflow,
+        task: StepTask,
+        scope: anyio.CancelScope,
+        tg: anyio.abc.TaskGroup,
+    ) -> _Handoff | None:
+        """Run one attempt and commit its outcome; returns the next step for this task to run."""
         step = self.registry.steps.get(task.name)
         if step is None:
             self._inflight.get(instance_id, {}).pop(task.seq, None)
             await self._park_running(instance_id, f"step {task.name!r} is not registered in this process")
-            return
+            return None
         policy = resolve_policy(step.retry, wf.retry, self.default_retry)
         context = StepContext(
             instance_id, wf.name, task.name, task.seq, task.attempt, sessions=self.sessions
         )
         attempt = None
         running = self._inflight.get(instance_id, {})
+        handoff: list[_Handoff] = []
         try:
             with scope:
                 attempt = await run_attempt(step, task, context, policy.timeout, self.clock, self.breakers)
             if attempt is None or scope.cancel_called:
-                return  # abandoned: the step was cancelled (a gather failed fast, or a cancel)
+                return None  # abandoned: the step was cancelled (a gather failed fast, or a cancel)
             self.steps_run += 1
             event = outcome_event(task, attempt, policy, self.clock.now(), self._rng)
             # Still marked as running here until its outcome is committed, so a
             # concurrent commit does not take it for a crashed attempt.
-            await self._tick(instance_id, [event], tg, own=True)
+            await self._tick(instance_id, [event], tg, own=True, handoff=handoff)
+        except BaseException:
+            for taken in handoff:  # it will not run here: let the next commit restart it
+                if running.get(taken.task.seq) is taken.scope:
+                    del running[taken.task.seq]
+            raise
         finally:
             if running.get(task.seq) is scope:
                 del running[task.seq]
+        return handoff[0] if handoff else None
 
     # -- loading ------------------------------------------------------------------
 

@@ -251,9 +251,9 @@ class PostgresRecorder:
         ]
 
     async def wait_for_new(self, namespace: str, after_position: int, timeout: float) -> bool:
-        if await self._one(HAS_AFTER, (namespace, after_position)):
-            return True
-        with anyio.move_on_after(timeout):
+        if timeout <= 0:
+            return bool(await self._one(HAS_AFTER, (namespace, after_position)))
+        with anyio.move_on_after(timeout):  # the loop's first look is the only one needed
             while True:
                 seen = self._waker.generation()
                 if await self._one(HAS_AFTER, (namespace, after_position)):
