@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import random
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -77,6 +78,7 @@ from sagalog.errors import (
 )
 
 _COMMIT_TRIES = 8
+_APPENDED_KEPT = 4096
 _OUTCOMES = (StepCompleted, StepFailed, CompensationCompleted, CompensationFailed)
 
 
@@ -148,6 +150,9 @@ class Runner:
         """Advances that replayed the instance from the journal."""
         self.steps_run = 0
         """Step and compensation attempts run to an outcome."""
+        self.appended: deque[int] = deque(maxlen=_APPENDED_KEPT)
+        """Positions of the events this runner's commits appended, newest last (bounded):
+        a worker skips the wake-ups they cause (see :meth:`Worker._watch`)."""
         self._fold = SagaFold()
         self._locks: dict[str, anyio.Lock] = {}
         self._inflight: dict[str, dict[int, anyio.CancelScope]] = {}
@@ -767,12 +772,13 @@ class Runner:
         pairs = [(base + i, event) for i, event in enumerate(events, 1)]
         state = _fold(live.state, pairs)
         try:
-            await self.journal.append(
+            stored = await self.journal.append(
                 stream_id(ex.instance_id),
                 base,
                 [encode_event(event, self._meta) for event in events],
                 schedule=Schedule(ready_at(state, now)),
             )
+            self.appended.extend(event.position for event in stored)
         except BaseException:
             self.cache.pop(ex.instance_id, None)  # its executor is ahead of the journal now
             raise

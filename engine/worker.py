@@ -70,6 +70,10 @@ class StreamHandler(Protocol):
         """Get ready to advance these freshly claimed streams (e.g. read them all in one query)."""
         ...
 
+    def own_positions(self) -> list[int]:
+        """Positions of events the handler appended since the last call (may leave some out)."""
+        ...
+
 
 async def head_position(journal: Journal) -> int:
     """The position of the namespace's newest event (0 when it has none).
@@ -122,6 +126,8 @@ class Worker:
         self._stopped = False
         self._root: anyio.CancelScope | None = None
         self._seen = -1
+        self._own: set[int] = set()
+        """Positions past ``_seen`` appended by this worker's handler (see :meth:`_skip_own`)."""
         self._listening = anyio.Event()
         """Set while the claim loop waits for work: the watcher looks for events only then."""
 
@@ -316,7 +322,7 @@ class Worker:
             await self._listening.wait()  # the claim loop sets it only once _seen is known
             try:
                 woken = await self._journal.wait_for_new(self._seen, self.settings.poll_seconds)
-                if woken and await self._foreign_events():
+                if woken and not self._skip_own() and await self._foreign_events():
                     self._notify()
             except OperationalError:
                 # The claim loop meets the outage too and reports it; just back off.
@@ -324,6 +330,20 @@ class Worker:
                 await anyio.sleep(_WATCH_BACKOFF.delay(failures))
             else:
                 failures = 0
+
+    def _skip_own(self) -> bool:
+        """Move ``_seen`` over the events this worker appended itself, without reading them.
+
+        True when it moved: the next wait then looks only past our own events
+        (a foreign one among them leaves a gap, and is read as usual). Each of
+        our commits wakes the watcher; this saves the read of what it wrote.
+        """
+        self._own.update(self._handler.own_positions())
+        start = self._seen
+        while self._seen + 1 in self._own:
+            self._seen += 1
+            self._own.discard(self._seen)
+        return self._seen > start
 
     async def _foreign_events(self) -> bool:
         """Read past ``_seen``: True when an event may have made work (not only our own appends).
@@ -336,6 +356,7 @@ class Worker:
         if not events:
             return False
         self._seen = events[-1].position
+        self._own = {p for p in self._own if p > self._seen}
         return len(events) == 1000 or any(e.metadata.get("worker") != self.owner for e in events)
 
     async def _pause(self, seconds: float, changed: anyio.Event) -> None:

@@ -57,6 +57,9 @@ class Stepper:
     async def prepare(self, stream_ids: Sequence[str]) -> None:
         pass
 
+    def own_positions(self) -> list[int]:
+        return []
+
 
 async def make_ready(journal: Journal, count: int, prefix: str = "wf-") -> list[str]:
     ids = [f"{prefix}{i:03d}" for i in range(count)]
