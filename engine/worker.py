@@ -234,6 +234,10 @@ class Worker:
             await self._handler.prepare(stream_ids)
         except OperationalError as exc:
             log.debug("prefetching %d claimed stream(s) failed: %s", len(stream_ids), exc)
+        except Exception:
+            # Only a shortcut: each advance loads its stream itself and reports
+            # what is wrong with it there, so a bug here must not stop claiming.
+            log.warning("prefetching %d claimed stream(s) failed", len(stream_ids), exc_info=True)
 
     async def _drain(self, work: anyio.abc.TaskGroup) -> None:
         with anyio.move_on_after(self.settings.grace_seconds):
