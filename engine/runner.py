@@ -153,6 +153,9 @@ class Runner:
         self.appended: deque[int] = deque(maxlen=_APPENDED_KEPT)
         """Positions of the events this runner's commits appended, newest last (bounded):
         a worker skips the wake-ups they cause (see :meth:`Worker._watch`)."""
+        self.appending = 0
+        """Commits on their way to the journal now."""
+        self._returned = anyio.Event()
         self._fold = SagaFold()
         self._locks: dict[str, anyio.Lock] = {}
         self._inflight: dict[str, dict[int, anyio.CancelScope]] = {}
@@ -267,7 +270,7 @@ class Runner:
                     raise WorkflowCancelledError(current, state.message)
                 case "parked":
                     raise WorkflowParkedError(current, state.parked_reason)
-            await self.journal.wait_for_new(position, 1.0)
+            await self.journal.wait_for_notice(position, 1.0)
             state, position = await self._catch_up(state, position)
 
     async def _state_and_position(self, instance_id: str) -> tuple[SagaState, int]:
@@ -421,6 +424,13 @@ class Runner:
             return await self.describe(instance_id)
         except DecodingError:
             return first  # parked as undecodable: only the state seen on parking is readable
+
+    async def append_returned(self) -> bool:
+        """Wait until one of the commits on their way returns; False at once when none is."""
+        if not self.appending:
+            return False
+        await self._returned.wait()
+        return True
 
     async def preload(self, instance_ids: Sequence[str]) -> None:
         """Replay into the cache, reading them in one query, the instances not cached yet.
@@ -771,6 +781,7 @@ class Runner:
         await self._before_append(live, decisions)
         pairs = [(base + i, event) for i, event in enumerate(events, 1)]
         state = _fold(live.state, pairs)
+        self.appending += 1
         try:
             stored = await self.journal.append(
                 stream_id(ex.instance_id),
@@ -782,6 +793,10 @@ class Runner:
         except BaseException:
             self.cache.pop(ex.instance_id, None)  # its executor is ahead of the journal now
             raise
+        finally:
+            self.appending -= 1
+            returned, self._returned = self._returned, anyio.Event()
+            returned.set()
         live.state = state
         await self._snapshot(ex.instance_id, base, state)
         return [ex.steps[e.seq] for e in starts if isinstance(e, StepStarted)], decisions

@@ -72,6 +72,10 @@ class RunnerHandler:
         appended.clear()
         return positions
 
+    async def append_returned(self) -> bool:
+        """Wait for a Runner commit on its way to return; False at once if none is."""
+        return await self.runner.append_returned()
+
     async def prepare(self, stream_ids: Sequence[str]) -> None:
         """Replay the claimed workflow instances not cached yet, reading them in one query."""
         ids = [s.removeprefix(WORKFLOW_PREFIX) for s in stream_ids if s.startswith(WORKFLOW_PREFIX)]

@@ -374,3 +374,18 @@ class Journal:
         for event in await many(self.namespace, list(dict.fromkeys(stream_ids))):
             found.setdefault(event.stream_id, []).append(self._decoded(event))
         return found
+
+    async def wait_for_notice(self, after_position: int, timeout: float) -> bool:
+        """Like :meth:`wait_for_new`, but True may also mean only "something was appended".
+
+        On PostgreSQL a notification (an append anywhere in the store) ends
+        the wait without a query to check it; elsewhere this is
+        :meth:`wait_for_new`. For callers that read what changed next anyway
+        (a worker looking for work, a client awaiting a result): it saves a
+        query per wake-up. False only on timeout.
+        """
+        recorder = self._shared.recorder
+        notice = getattr(recorder, "wait_for_notice", None)
+        if notice is None:
+            return await recorder.wait_for_new(self.namespace, after_position, timeout)
+        return bool(await notice(self.namespace, after_position, timeout))

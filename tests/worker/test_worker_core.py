@@ -60,6 +60,9 @@ class Stepper:
     def own_positions(self) -> list[int]:
         return []
 
+    async def append_returned(self) -> bool:
+        return False
+
 
 async def make_ready(journal: Journal, count: int, prefix: str = "wf-") -> list[str]:
     ids = [f"{prefix}{i:03d}" for i in range(count)]
