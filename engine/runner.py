@@ -416,7 +416,7 @@ class Runner:
         Parks it when its workflow is unknown, non-deterministic or undecodable.
         """
         async with anyio.create_task_group() as tg:
-            first = await self._tick(instance_id, [], tg)
+            first = await self._tick(instance_id, [], tg, claimed=True)
         live = self.cache.get(instance_id)
         if live is not None:
             return live.state
@@ -510,19 +510,22 @@ class Runner:
         tg: anyio.abc.TaskGroup | None,
         *,
         own: bool = False,
+        claimed: bool = False,
         handoff: list[_Handoff] | None = None,
     ) -> SagaState:
         """Commit ``inputs`` and what follows from them; start due steps when ``tg`` is given.
 
-        ``own`` is for the outcome of a step this runner ran: then a cached
-        executor is trusted without reading the stream's tail first (see :meth:`_load`).
+        ``own`` is for the outcome of a step this runner ran, ``claimed`` for
+        the first advance after a claim: then a cached executor (``claimed``:
+        one that :meth:`preload` just read) is trusted without reading the
+        stream's tail first (see :meth:`_load`).
         """
-        trust = own
+        trust, fresh = own, claimed
         for _ in range(_COMMIT_TRIES):
             try:
                 async with self._lock(instance_id):
                     try:
-                        live = await self._load(instance_id, trust_cache=trust)
+                        live = await self._load(instance_id, trust_cache=trust, trust_fresh=fresh)
                     except _Idle as idle:
                         state, decided = idle.state, []
                     else:
@@ -530,7 +533,7 @@ class Runner:
                         state = live.state
             except ConcurrencyError:
                 self.cache.pop(instance_id, None)  # someone else appended: replay
-                trust = False
+                trust = fresh = False
                 continue
             await self._after_commit(instance_id, state, decided)
             return state
@@ -634,7 +637,7 @@ class Runner:
             raise NotFoundError(f"no workflow instance {instance_id!r}")
         return [(event.version, decode_event(event)) for event in stored]
 
-    async def _load(self, instance_id: str, *, trust_cache: bool = False) -> _Live:
+    async def _load(self, instance_id: str, *, trust_cache: bool = False, trust_fresh: bool = False) -> _Live:
         """The instance's live executor, from the cache (caught up) or replayed.
 
         With ``trust_cache`` a cached executor is used as it is, without
@@ -643,12 +646,13 @@ class Runner:
         anyone else appended meanwhile, it fails with ConcurrencyError and the
         caller replays. It saves a query per step when this runner is the
         only writer, as it is between a step's start and its outcome.
+        ``trust_fresh`` trusts only a copy :meth:`preload` read and nothing used since.
         """
         live = self.cache.get(instance_id)
         if live is not None:
-            if live.fresh:  # counted as a miss when preload() replayed it
-                live.fresh = False
-                return live
+            fresh, live.fresh = live.fresh, False
+            if fresh and trust_fresh:
+                return live  # counted as a miss when preload() replayed it
             self.cache_hits += 1
             if trust_cache:
                 return live
