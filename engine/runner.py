@@ -98,6 +98,7 @@ class _Handoff(msgspec.Struct):
 
     task: StepTask
     scope: anyio.CancelScope
+    workflow: Workflow
 
 
 class _Idle(Exception):
@@ -416,7 +417,15 @@ class Runner:
         Parks it when its workflow is unknown, non-deterministic or undecodable.
         """
         async with anyio.create_task_group() as tg:
-            first = await self._tick(instance_id, [], tg, claimed=True)
+            handoff: list[_Handoff] = []
+            try:
+                first = await self._tick(instance_id, [], tg, claimed=True, handoff=handoff)
+            except BaseException:
+                self._drop_handoff(instance_id, handoff)
+                raise
+            if handoff:  # the first step runs in this task rather than a new one
+                taken = handoff[0]
+                await self._run_step(instance_id, taken.workflow, taken.task, taken.scope, tg)
         live = self.cache.get(instance_id)
         if live is not None:
             return live.state
@@ -570,7 +579,7 @@ class Runner:
         self._inflight.setdefault(live.executor.instance_id, {})[task.seq] = scope
         snapshot = msgspec.structs.replace(task)  # the executor's copy keeps changing
         if handoff is not None and not handoff:
-            handoff.append(_Handoff(snapshot, scope))
+            handoff.append(_Handoff(snapshot, scope, live.workflow))
             return
         tg.start_soon(self._run_step, live.executor.instance_id, live.workflow, snapshot, scope, tg)
 
@@ -584,19 +593,13 @@ class Runner:
     ) -> None:
         # A step that leads to the next one runs it in this same task: a
         # sequence of steps costs no task and no task-group bookkeeping per step.
-        following: _Handoff | None = _Handoff(task, scope)
+        following: _Handoff | None = _Handoff(task, scope, wf)
         while following is not None:
-            following = await self._run_one(instance_id, wf, following.task, following.scope, tg)
+            following = await self._run_one(instance_id, following, tg)
 
-    async def _run_one(
-        self,
-        instance_id: str,
-        wf: Workflow,
-        task: StepTask,
-        scope: anyio.CancelScope,
-        tg: anyio.abc.TaskGroup,
-    ) -> _Handoff | None:
+    async def _run_one(self, instance_id: str, current: _Handoff, tg: anyio.abc.TaskGroup) -> _Handoff | None:
         """Run one attempt and commit its outcome; returns the next step for this task to run."""
+        wf, task, scope = current.workflow, current.task, current.scope
         step = self.registry.steps.get(task.name)
         if step is None:
             self._inflight.get(instance_id, {}).pop(task.seq, None)
@@ -620,14 +623,19 @@ class Runner:
             # concurrent commit does not take it for a crashed attempt.
             await self._tick(instance_id, [event], tg, own=True, handoff=handoff)
         except BaseException:
-            for taken in handoff:  # it will not run here: let the next commit restart it
-                if running.get(taken.task.seq) is taken.scope:
-                    del running[taken.task.seq]
+            self._drop_handoff(instance_id, handoff)
             raise
         finally:
             if running.get(task.seq) is scope:
                 del running[task.seq]
         return handoff[0] if handoff else None
+
+    def _drop_handoff(self, instance_id: str, handoff: list[_Handoff]) -> None:
+        """Forget a handed-off step that will not run here, so the next commit restarts it."""
+        running = self._inflight.get(instance_id, {})
+        for taken in handoff:
+            if running.get(taken.task.seq) is taken.scope:
+                del running[taken.task.seq]
 
     # -- loading ------------------------------------------------------------------
 
