@@ -97,12 +97,13 @@ async def stop(procs: list[WorkerProcess]) -> None:
             PROBLEMS.append(f"{proc.name} exited with {status}")
 
 
-async def latency(url: str, root: Journal, client_of: Any) -> tuple[float, float, float]:
-    """(p50 ms, p99 ms, workflows/s) of start -> result, one saga at a time."""
+async def latency(url: str, root: Journal, client_of: Any) -> tuple[float, float, float, float]:
+    """(p50 ms, p99 ms, workflows/s, worker CPU ms a saga) of start -> result, one saga at a time."""
     journal = await namespace(root)
     procs = await workers(url, journal.namespace, 1, concurrency=50, lease=30.0)
     client = client_of(journal)
     times = []
+    cpu_before = cpu_seconds(procs[0].process.pid)
     try:
         for i in range(SOLO):
             began = time.perf_counter()
@@ -110,9 +111,10 @@ async def latency(url: str, root: Journal, client_of: Any) -> tuple[float, float
             await client.result(instance, 30)
             times.append(time.perf_counter() - began)
     finally:
+        cpu = cpu_seconds(procs[0].process.pid) - cpu_before
         await stop(procs)
     cuts = statistics.quantiles(times, n=100)
-    return cuts[49] * 1000, cuts[98] * 1000, len(times) / sum(times)
+    return cuts[49] * 1000, cuts[98] * 1000, len(times) / sum(times), cpu / len(times) * 1000
 
 
 async def throughput(
@@ -225,9 +227,10 @@ async def main() -> None:
 
     print(f"worker benchmark on {root.description} (logs in {LOGS})")
     print(f"raw INSERT+COMMIT, one connection: {raw_commit_rate(url):,.0f} commits/s")
-    p50, p99, rate = await latency(url, root, client_of)
+    print(f"machine: load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    p50, p99, rate, cpu = await latency(url, root, client_of)
     print(f"one at a time, start->result of a 3-step no-op saga: p50 {p50:.2f} ms, p99 {p99:.2f} ms "
-          f"({rate:,.0f} workflows/s)")
+          f"({rate:,.0f} workflows/s, {cpu:.2f} ms worker CPU a saga)")
     for processes in (1, 2):
         starts, wps, cpu = await throughput(url, root, client_of, processes)
         print(f"{SAGAS} sagas started at {starts:,.0f}/s with {processes} worker process(es): "

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import random
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -61,7 +62,7 @@ from sagalog.replay.events import (
     stream_id,
 )
 from sagalog.replay.executor import Executor, StepTask, default_decode
-from sagalog.replay.folding import load_state
+from sagalog.replay.folding import fold_events, load_state
 from sagalog.replay.saga import TERMINAL, SagaFold, SagaState, apply_event, ready_at
 from sagalog.storage import NO_STREAM, Journal, Schedule, Snapshot, check_stream_id, encode_value
 
@@ -80,6 +81,7 @@ from sagalog.errors import (
 
 _COMMIT_TRIES = 8
 _IN_USE_TYPE = "sagalog.errors.ChildWorkflowAlreadyStartedError"
+_APPENDED_KEPT = 4096
 _OUTCOMES = (StepCompleted, StepFailed, CompensationCompleted, CompensationFailed)
 
 
@@ -88,6 +90,17 @@ class _Live(msgspec.Struct):
 
     executor: Executor
     state: SagaState
+    workflow: Workflow
+    fresh: bool = False
+    """Read by :meth:`Runner.preload` after a claim and not used since: the next
+    load trusts it without reading the tail."""
+
+
+class _Handoff(msgspec.Struct):
+    """A step attempt just started, to be run by the task that committed its start."""
+
+    task: StepTask
+    scope: anyio.CancelScope
     workflow: Workflow
 
 
@@ -141,6 +154,12 @@ class Runner:
         """Advances that replayed the instance from the journal."""
         self.steps_run = 0
         """Step and compensation attempts run to an outcome."""
+        self.appended: deque[int] = deque(maxlen=_APPENDED_KEPT)
+        """Positions of the events this runner's commits appended, newest last (bounded):
+        a worker skips the wake-ups they cause (see :meth:`Worker._watch`)."""
+        self.appending = 0
+        """Commits on their way to the journal now."""
+        self._returned = anyio.Event()
         self._fold = SagaFold()
         self._locks: dict[str, anyio.Lock] = {}
         self._inflight: dict[str, dict[int, anyio.CancelScope]] = {}
@@ -240,10 +259,11 @@ class Runner:
 
     async def _await_result(self, instance_id: str) -> Any:
         current = instance_id
+        state, position = await self._state_and_position(current)
         while True:
-            state = await self.describe(current)
             if state.continued_as is not None:
                 current = state.continued_as
+                state, position = await self._state_and_position(current)
                 continue
             match state.status:
                 case "completed":
@@ -254,8 +274,41 @@ class Runner:
                     raise WorkflowCancelledError(current, state.message)
                 case "parked":
                     raise WorkflowParkedError(current, state.parked_reason)
-            last = await self.journal.read_stream(stream_id(current), state.version, 1)
-            await self.journal.wait_for_new(last[0].position if last else 0, 1.0)
+            await self.journal.wait_for_notice(position, 1.0)
+            state, position = await self._catch_up(state, position)
+
+    async def _state_and_position(self, instance_id: str) -> tuple[SagaState, int]:
+        """The instance's state and the position of its last event.
+
+        A history shorter than a snapshot period is read and folded in one
+        query; a longer one starts from its snapshot (see :meth:`describe`).
+        """
+        stream = stream_id(instance_id)
+        limit = max(self.snapshot_every, 100)
+        first = await self.journal.read_stream(stream, 1, limit)
+        if not first:
+            raise NotFoundError(f"no workflow instance {instance_id!r}")
+        if len(first) < limit:
+            return fold_events(self._fold, self._fold.initial(stream), first), first[-1].position
+        state = await self.describe(instance_id)
+        last = await self.journal.read_stream(stream, state.version, 1)
+        return state, last[0].position if last else first[-1].position
+
+    async def _catch_up(self, state: SagaState, position: int) -> tuple[SagaState, int]:
+        """Fold the events appended to the instance since ``position`` (one query per wake-up).
+
+        ``position`` is the last position looked at. When the instance has no new
+        events, the wake-up came from another stream: page past it in the global
+        order, so the next wait does not return at once for the same events.
+        """
+        stream = stream_id(state.instance_id)
+        tail = await self.journal.read_stream(stream, state.version + 1)
+        if tail:
+            return fold_events(self._fold, state, tail), max(position, tail[-1].position)
+        page = await self.journal.read_all(position, 1000)
+        # Events of this stream in the page were appended after the read above.
+        mine = [e for e in page if e.stream_id == stream and e.version > state.version]
+        return fold_events(self._fold, state, mine), page[-1].position if page else position
 
     # -- signals, cancel, operators -----------------------------------------------
 
@@ -370,7 +423,15 @@ class Runner:
         Parks it when its workflow is unknown, non-deterministic or undecodable.
         """
         async with anyio.create_task_group() as tg:
-            first = await self._tick(instance_id, [], tg)
+            handoff: list[_Handoff] = []
+            try:
+                first = await self._tick(instance_id, [], tg, claimed=True, handoff=handoff)
+            except BaseException:
+                self._drop_handoff(instance_id, handoff)
+                raise
+            if handoff:  # the first step runs in this task rather than a new one
+                taken = handoff[0]
+                await self._run_step(instance_id, taken.workflow, taken.task, taken.scope, tg)
         live = self.cache.get(instance_id)
         if live is not None:
             return live.state
@@ -378,6 +439,43 @@ class Runner:
             return await self.describe(instance_id)
         except DecodingError:
             return first  # parked as undecodable: only the state seen on parking is readable
+
+    async def append_returned(self) -> bool:
+        """Wait until one of the commits on their way returns; False at once when none is."""
+        if not self.appending:
+            return False
+        await self._returned.wait()
+        return True
+
+    async def preload(self, instance_ids: Sequence[str]) -> None:
+        """Replay into the cache, reading them in one query, the instances not cached yet.
+
+        For a worker that has just claimed them: their streams are read after
+        the claim, so the next :meth:`advance` of each trusts the replayed copy
+        without reading its tail again (an append by anyone since then still
+        makes that advance's commit fail and replay). Instances that cannot run
+        (ended, parked, unknown or undecodable) are left to :meth:`advance`.
+        """
+        missing = [i for i in dict.fromkeys(instance_ids) if i not in self.cache]
+        if len(missing) < 2:
+            return  # one query either way
+        found = await self.journal.read_streams([stream_id(i) for i in missing])
+        for instance_id in missing:
+            stored = found.get(stream_id(instance_id))
+            if not stored or instance_id in self.cache:
+                continue
+            if self.snapshot_every and len(stored) >= self.snapshot_every:
+                continue  # long histories load through their snapshot in advance()
+            try:
+                pairs = [(event.version, decode_event(event)) for event in stored]
+                state = _fold(self._fold.initial(stream_id(instance_id)), pairs)
+                if state.status in ("parked", *TERMINAL):
+                    continue
+                live = await self._replay(instance_id, pairs, park=False, state=state)
+            except (UnknownWorkflowError, NonDeterminismError, DecodingError):
+                continue
+            live.fresh = True
+            self.cache_misses += 1
 
     async def run_until_idle(self, limit: int = 100) -> int:
         """Advance every instance that is due now (by this runner's clock) until none is.
@@ -416,7 +514,8 @@ class Runner:
         if lock is None:
             if len(self._locks) > 4 * self.cache.maxsize:
                 self._locks = {k: v for k, v in self._locks.items() if v.locked()}
-            lock = self._locks[instance_id] = anyio.Lock()
+            # fast_acquire: an uncontended lock (the usual case) costs no event-loop round.
+            lock = self._locks[instance_id] = anyio.Lock(fast_acquire=True)
         return lock
 
     async def _tick(
@@ -424,27 +523,43 @@ class Runner:
         instance_id: str,
         inputs: Sequence[WorkflowEvent],
         tg: anyio.abc.TaskGroup | None,
+        *,
+        own: bool = False,
+        claimed: bool = False,
+        handoff: list[_Handoff] | None = None,
     ) -> SagaState:
-        """Commit ``inputs`` and what follows from them; start due steps when ``tg`` is given."""
+        """Commit ``inputs`` and what follows from them; start due steps when ``tg`` is given.
+
+        ``own`` is for the outcome of a step this runner ran, ``claimed`` for
+        the first advance after a claim: then a cached executor (``claimed``:
+        one that :meth:`preload` just read) is trusted without reading the
+        stream's tail first (see :meth:`_load`).
+        """
+        trust, fresh = own, claimed
         for _ in range(_COMMIT_TRIES):
             try:
                 async with self._lock(instance_id):
                     try:
-                        live = await self._load(instance_id)
+                        live = await self._load(instance_id, trust_cache=trust, trust_fresh=fresh)
                     except _Idle as idle:
                         state, decided = idle.state, []
                     else:
-                        decided = await self._commit_all(live, inputs, tg)
+                        decided = await self._commit_all(live, inputs, tg, handoff)
                         state = live.state
             except ConcurrencyError:
                 self.cache.pop(instance_id, None)  # someone else appended: replay
+                trust = fresh = False
                 continue
             await self._after_commit(instance_id, state, decided)
             return state
         raise ConcurrencyError(stream_id(instance_id), -1, -1)
 
     async def _commit_all(
-        self, live: _Live, inputs: Sequence[WorkflowEvent], tg: anyio.abc.TaskGroup | None
+        self,
+        live: _Live,
+        inputs: Sequence[WorkflowEvent],
+        tg: anyio.abc.TaskGroup | None,
+        handoff: list[_Handoff] | None = None,
     ) -> list[WorkflowEvent]:
         ex = live.executor
         pending = [event for event in inputs if _still_valid(ex, event)]
@@ -458,14 +573,20 @@ class Runner:
             pending = []
             if tg is not None:
                 for task in started:
-                    self._launch(live, task, tg)
+                    self._launch(live, task, tg, handoff)
             if not (ex.due_timers(now) or ex.due_timeouts(now)) or ex.ended:
                 return decided
 
-    def _launch(self, live: _Live, task: StepTask, tg: anyio.abc.TaskGroup) -> None:
+    def _launch(
+        self, live: _Live, task: StepTask, tg: anyio.abc.TaskGroup, handoff: list[_Handoff] | None
+    ) -> None:
+        """Run ``task`` in a new task of ``tg``, or hand it to the caller's task when it has none yet."""
         scope = anyio.CancelScope()
         self._inflight.setdefault(live.executor.instance_id, {})[task.seq] = scope
         snapshot = msgspec.structs.replace(task)  # the executor's copy keeps changing
+        if handoff is not None and not handoff:
+            handoff.append(_Handoff(snapshot, scope, live.workflow))
+            return
         tg.start_soon(self._run_step, live.executor.instance_id, live.workflow, snapshot, scope, tg)
 
     async def _run_step(
@@ -476,30 +597,51 @@ class Runner:
         scope: anyio.CancelScope,
         tg: anyio.abc.TaskGroup,
     ) -> None:
+        # A step that leads to the next one runs it in this same task: a
+        # sequence of steps costs no task and no task-group bookkeeping per step.
+        following: _Handoff | None = _Handoff(task, scope, wf)
+        while following is not None:
+            following = await self._run_one(instance_id, following, tg)
+
+    async def _run_one(self, instance_id: str, current: _Handoff, tg: anyio.abc.TaskGroup) -> _Handoff | None:
+        """Run one attempt and commit its outcome; returns the next step for this task to run."""
+        wf, task, scope = current.workflow, current.task, current.scope
         step = self.registry.steps.get(task.name)
         if step is None:
             self._inflight.get(instance_id, {}).pop(task.seq, None)
             await self._park_running(instance_id, f"step {task.name!r} is not registered in this process")
-            return
+            return None
         policy = resolve_policy(step.retry, wf.retry, self.default_retry)
         context = StepContext(
             instance_id, wf.name, task.name, task.seq, task.attempt, sessions=self.sessions
         )
         attempt = None
         running = self._inflight.get(instance_id, {})
+        handoff: list[_Handoff] = []
         try:
             with scope:
                 attempt = await run_attempt(step, task, context, policy.timeout, self.clock, self.breakers)
             if attempt is None or scope.cancel_called:
-                return  # abandoned: the step was cancelled (a gather failed fast, or a cancel)
+                return None  # abandoned: the step was cancelled (a gather failed fast, or a cancel)
             self.steps_run += 1
             event = outcome_event(task, attempt, policy, self.clock.now(), self._rng)
             # Still marked as running here until its outcome is committed, so a
             # concurrent commit does not take it for a crashed attempt.
-            await self._tick(instance_id, [event], tg)
+            await self._tick(instance_id, [event], tg, own=True, handoff=handoff)
+        except BaseException:
+            self._drop_handoff(instance_id, handoff)
+            raise
         finally:
             if running.get(task.seq) is scope:
                 del running[task.seq]
+        return handoff[0] if handoff else None
+
+    def _drop_handoff(self, instance_id: str, handoff: list[_Handoff]) -> None:
+        """Forget a handed-off step that will not run here, so the next commit restarts it."""
+        running = self._inflight.get(instance_id, {})
+        for taken in handoff:
+            if running.get(taken.task.seq) is taken.scope:
+                del running[taken.task.seq]
 
     # -- loading ------------------------------------------------------------------
 
@@ -509,11 +651,25 @@ class Runner:
             raise NotFoundError(f"no workflow instance {instance_id!r}")
         return [(event.version, decode_event(event)) for event in stored]
 
-    async def _load(self, instance_id: str) -> _Live:
-        """The instance's live executor, from the cache (caught up) or replayed."""
+    async def _load(self, instance_id: str, *, trust_cache: bool = False, trust_fresh: bool = False) -> _Live:
+        """The instance's live executor, from the cache (caught up) or replayed.
+
+        With ``trust_cache`` a cached executor is used as it is, without
+        reading the events appended since it was cached. That is safe because
+        the next append expects the cached version (the fencing token): if
+        anyone else appended meanwhile, it fails with ConcurrencyError and the
+        caller replays. It saves a query per step when this runner is the
+        only writer, as it is between a step's start and its outcome.
+        ``trust_fresh`` trusts only a copy :meth:`preload` read and nothing used since.
+        """
         live = self.cache.get(instance_id)
         if live is not None:
+            fresh, live.fresh = live.fresh, False
+            if fresh and trust_fresh:
+                return live  # counted as a miss when preload() replayed it
             self.cache_hits += 1
+            if trust_cache:
+                return live
             tail = await self.journal.read_stream(stream_id(instance_id), live.state.version + 1)
             if not tail:
                 return live
@@ -536,8 +692,16 @@ class Runner:
             raise _Idle(await self._park(instance_id, "undecodable", str(exc))) from None
         return await self._replay(instance_id, pairs, park=True)
 
-    async def _replay(self, instance_id: str, pairs: list[tuple[int, WorkflowEvent]], *, park: bool) -> _Live:
-        state = await self._state_from(instance_id, pairs)
+    async def _replay(
+        self,
+        instance_id: str,
+        pairs: list[tuple[int, WorkflowEvent]],
+        *,
+        park: bool,
+        state: SagaState | None = None,
+    ) -> _Live:
+        if state is None:
+            state = await self._state_from(instance_id, pairs)
         if park and (state.status in TERMINAL or state.status == "parked"):
             raise _Idle(state)
         try:
@@ -561,7 +725,9 @@ class Runner:
     async def _state_from(self, instance_id: str, pairs: list[tuple[int, WorkflowEvent]]) -> SagaState:
         """The latest snapshot plus the events after it, so a long history is not folded from event 1."""
         state, start = self._fold.initial(stream_id(instance_id)), 0
-        if self.snapshot_every > 0 and pairs:
+        # Every event is in ``pairs`` already: a snapshot only saves folding, which
+        # costs less than the query for a history shorter than one snapshot period.
+        if self.snapshot_every > 0 and pairs and pairs[-1][0] >= self.snapshot_every:
             stream = stream_id(instance_id)
             found = await self.journal.latest_snapshot(stream, pairs[-1][0], self._fold.schema)
             if found is not None:
@@ -637,16 +803,22 @@ class Runner:
             decisions += extra
         pairs = [(base + i, event) for i, event in enumerate(events, 1)]
         state = _fold(live.state, pairs)
+        self.appending += 1
         try:
-            await self.journal.append(
+            stored = await self.journal.append(
                 stream_id(ex.instance_id),
                 base,
                 [encode_event(event, self._meta) for event in events],
                 schedule=Schedule(ready_at(state, now)),
             )
+            self.appended.extend(event.position for event in stored)
         except BaseException:
             self.cache.pop(ex.instance_id, None)  # its executor is ahead of the journal now
             raise
+        finally:
+            self.appending -= 1
+            returned, self._returned = self._returned, anyio.Event()
+            returned.set()
         live.state = state
         await self._snapshot(ex.instance_id, base, state)
         return [ex.steps[e.seq] for e in starts if isinstance(e, StepStarted)], decisions

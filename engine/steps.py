@@ -65,6 +65,10 @@ async def run_attempt(
 async def _call_with_timeout(
     step: Step, args: tuple[object, ...], kwargs: dict[str, object], timeout: float | None, clock: Clock
 ) -> object:
+    if timeout is None and step.is_async:
+        # Nothing to race against: awaiting the step directly is the same
+        # (an outer cancel still reaches it) without a task group and a task.
+        return await step.fn(*args, **kwargs)
     result: list[object] = []
     failure: list[Exception] = []
     timed_out = False

@@ -20,6 +20,7 @@ and cancelling its work when the heartbeat notices is only to save effort.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Protocol
 
 import anyio
@@ -28,12 +29,16 @@ import msgspec
 from sagalog.engine.worker_leases import LeaseBook, Outage
 from sagalog.engine.worker_metrics import WorkerMetrics
 from sagalog.engine.worker_settings import WorkerSettings, validate
-from sagalog.storage import Journal
+from sagalog.storage import Backoff, Journal
 
 from sagalog.clock import SYSTEM_CLOCK, Clock
 from sagalog.errors import ConcurrencyError, OperationalError
 
 log = logging.getLogger("sagalog.worker")
+
+_WATCH_BACKOFF = Backoff(attempts=0, initial=0.2, maximum=5.0)
+_OWN_ROUNDS = 8
+_OWN_WAIT = 0.05
 
 FAILED_STATUSES = frozenset({"failed", "compensated", "compensation_failed", "cancelled"})
 
@@ -61,6 +66,18 @@ class StreamHandler(Protocol):
 
     def cache_counts(self) -> tuple[int, int]:
         """(hits, misses) of the handler's sticky cache so far."""
+        ...
+
+    async def prepare(self, stream_ids: Sequence[str]) -> None:
+        """Get ready to advance these freshly claimed streams (e.g. read them all in one query)."""
+        ...
+
+    def own_positions(self) -> list[int]:
+        """Positions of events the handler appended since the last call (may leave some out)."""
+        ...
+
+    async def append_returned(self) -> bool:
+        """Wait until one of the handler's appends on its way returns; False at once if none is."""
         ...
 
 
@@ -115,6 +132,10 @@ class Worker:
         self._stopped = False
         self._root: anyio.CancelScope | None = None
         self._seen = -1
+        self._own: set[int] = set()
+        """Positions past ``_seen`` appended by this worker's handler (see :meth:`_skip_own`)."""
+        self._listening = anyio.Event()
+        """Set while the claim loop waits for work: the watcher looks for events only then."""
 
     # -- control ---------------------------------------------------------
 
@@ -160,6 +181,7 @@ class Worker:
             self._root = root
             async with anyio.create_task_group() as service:
                 service.start_soon(self._heartbeat)
+                service.start_soon(self._watch)
                 if self.settings.metrics_port is not None:
                     self.metrics_port = await service.start(
                         self.metrics.serve, self.settings.metrics_port
@@ -200,6 +222,7 @@ class Worker:
                 await self._pause(self.outage.failed(exc), changed)
                 continue
             self.outage.recovered()
+            await self._prepare([c.stream_id for c in claims if c.stream_id not in self.leases])
             for claim in claims:
                 if claim.stream_id in self.leases:
                     continue  # our own lease ran out while working and we got it again
@@ -208,6 +231,19 @@ class Worker:
                 work.start_soon(self._advance, claim.stream_id, scope, name=claim.stream_id)
             if len(claims) < want:
                 await self._wait_for_work(changed)
+
+    async def _prepare(self, stream_ids: list[str]) -> None:
+        """Let the handler prefetch a claimed batch; a failure only loses the shortcut."""
+        if not stream_ids:
+            return
+        try:
+            await self._handler.prepare(stream_ids)
+        except OperationalError as exc:
+            log.debug("prefetching %d claimed stream(s) failed: %s", len(stream_ids), exc)
+        except Exception:
+            # Only a shortcut: each advance loads its stream itself and reports
+            # what is wrong with it there, so a bug here must not stop claiming.
+            log.warning("prefetching %d claimed stream(s) failed", len(stream_ids), exc_info=True)
 
     async def _drain(self, work: anyio.abc.TaskGroup) -> None:
         with anyio.move_on_after(self.settings.grace_seconds):
@@ -245,20 +281,33 @@ class Worker:
     # -- waiting -------------------------------------------------------------
 
     async def _wait_for_work(self, changed: anyio.Event) -> None:
-        """Sleep until work may be ready: others' events, a due timer, ``changed``, or the poll."""
+        """Sleep until work may be ready: ``changed`` (set by the watcher on others'
+        events, a freed slot or a shutdown), a due timer, or the poll."""
         try:
             timeout = await self._timeout()
-            deadline = anyio.current_time() + timeout
-            while await self._sleep(timeout, changed):
-                # Only our own commits: sleep on until the same deadline, without
-                # asking the work index again (one query less per step we run).
-                if await self._foreign_events():
-                    return
-                timeout = deadline - anyio.current_time()
-                if timeout <= 0:
-                    return
         except OperationalError as exc:
             await self._pause(self.outage.failed(exc), changed)
+            return
+        listening = self._listening
+        listening.set()
+        try:
+            # The poll bounds the wait in real time as well: a ManualClock moved
+            # before this wait began would never wake the timer below.
+            with anyio.move_on_after(self.settings.poll_seconds):
+                if timeout >= self.settings.poll_seconds:
+                    await changed.wait()
+                    return
+                async with anyio.create_task_group() as race:
+
+                    async def on_timer() -> None:
+                        await self._clock.sleep(timeout)
+                        race.cancel_scope.cancel()
+
+                    race.start_soon(on_timer)
+                    await changed.wait()
+                    race.cancel_scope.cancel()
+        finally:
+            self._listening = anyio.Event()
 
     async def _timeout(self) -> float:
         poll = self.settings.poll_seconds
@@ -270,31 +319,57 @@ class Worker:
         until_due = (due - self._clock.now()).total_seconds()
         return min(poll, until_due) if until_due > 0 else poll
 
-    async def _sleep(self, timeout: float, changed: anyio.Event) -> bool:
-        """Wait ``timeout``, or less when events arrive (True) or ``changed`` is set."""
-        woken_by_events = False
-        async with anyio.create_task_group() as race:
+    async def _watch(self) -> None:
+        """Wake the claim loop when others append events, while it waits for work.
 
-            async def on_event() -> None:
-                nonlocal woken_by_events
-                try:
-                    woken_by_events = await self._journal.wait_for_new(self._seen, timeout)
-                except OperationalError:
-                    await anyio.sleep_forever()  # the timer or the next claim notices
-                race.cancel_scope.cancel()
+        One long-lived task rather than a wait raced against a timer on every
+        sleep: a database wait is never cancelled half-way (that costs the
+        pool its connection), and while every slot is busy, or the worker is
+        working through claims, nobody reads the events this worker appends.
+        """
+        failures = 0
+        while True:
+            await self._listening.wait()  # the claim loop sets it only once _seen is known
+            try:
+                woken = await self._journal.wait_for_notice(self._seen, self.settings.poll_seconds)
+                if woken and not await self._skipped_own() and await self._foreign_events():
+                    self._notify()
+            except OperationalError:
+                # The claim loop meets the outage too and reports it; just back off.
+                failures += 1
+                await anyio.sleep(_WATCH_BACKOFF.delay(failures))
+            else:
+                failures = 0
 
-            async def on_timer() -> None:
-                await self._clock.sleep(timeout)
-                race.cancel_scope.cancel()
+    async def _skipped_own(self) -> bool:
+        """:meth:`_skip_own`, giving our commits a few rounds of the event loop to finish first.
 
-            async def on_change() -> None:
-                await changed.wait()
-                race.cancel_scope.cancel()
+        The notification of our own commit, or a look that finds its events,
+        races the commit's result (which carries the positions): while one of
+        our commits is on its way, waiting for it to return costs far less
+        than the query that reading the events back would.
+        """
+        for _ in range(_OWN_ROUNDS):
+            if self._skip_own():
+                return True
+            with anyio.move_on_after(_OWN_WAIT):
+                if not await self._handler.append_returned():
+                    return False  # nothing of ours on the way: the events are someone else's
+        return self._skip_own()
 
-            race.start_soon(on_event)
-            race.start_soon(on_timer)
-            race.start_soon(on_change)
-        return woken_by_events
+    def _skip_own(self) -> bool:
+        """Move ``_seen`` over the events this worker appended itself, without reading them.
+
+        True when it moved: the next wait then looks only past our own events
+        (a foreign one among them leaves a gap, and is read as usual). Each of
+        our commits wakes the watcher; this saves the read of what it wrote.
+        """
+        start = self._seen
+        self._own.update(p for p in self._handler.own_positions() if p > start)
+        while self._seen + 1 in self._own:
+            self._seen += 1
+            self._own.discard(self._seen)
+        return self._seen > start
 
     async def _foreign_events(self) -> bool:
         """Read past ``_seen``: True when an event may have made work (not only our own appends).
@@ -307,6 +382,7 @@ class Worker:
         if not events:
             return False
         self._seen = events[-1].position
+        self._own = {p for p in self._own if p > self._seen}
         return len(events) == 1000 or any(e.metadata.get("worker") != self.owner for e in events)
 
     async def _pause(self, seconds: float, changed: anyio.Event) -> None:
@@ -337,8 +413,13 @@ class Worker:
             log.exception("unexpected error advancing %s; retrying after the lease expires", stream_id)
         finally:
             self.metrics.in_flight.dec()
+            was_full = len(self.leases) >= self.settings.concurrency
             self.leases.finish(stream_id, release=release)
-            self._notify()
+            # The claim loop needs to hear of it only when there is a lease to give
+            # back (its row stays in the index: the next due time may have moved),
+            # a slot opened at full capacity, or a drain is counting the leases.
+            if release or was_full or self._draining:
+                self._notify()
 
     def _count(self, stream_id: str, outcome: Outcome) -> None:
         self.metrics.steps.inc(outcome.steps)

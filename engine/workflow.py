@@ -99,14 +99,18 @@ class _Callable:
         self._params = params[1:] if skip_first else params
         hints = _hints(fn)
         self._param_types = [_typed(hints.get(p.name, inspect.Parameter.empty)) for p in self._params]
+        self._bind_signature = self.signature.replace(parameters=self._params)
+        plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        self._all_positional = all(p.kind in plain for p in self._params)
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         """``args`` and ``kwargs`` as positional arguments, checked against the signature."""
-        sig = self.signature.replace(parameters=self._params)
+        if not kwargs and self._all_positional and len(args) == len(self._params):
+            return args  # what binding would give, without building a BoundArguments per call
         try:
-            bound = sig.bind(*args, **kwargs)
+            bound = self._bind_signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise InvalidCommandError(f"bad arguments for {self.kind} {self.name!r}: {exc}") from None
         bound.apply_defaults()

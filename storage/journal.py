@@ -381,3 +381,39 @@ class Journal:
     async def work_index(self) -> list[WorkItem]:
         """Every work-index row of this namespace, by stream id."""
         return await self._shared.recorder.work_index(self.namespace)
+
+    @retry_transient
+    async def read_streams(self, stream_ids: Sequence[str]) -> dict[str, list[Event]]:
+        """Every event of each stream in ``stream_ids`` (a stream with none is left out).
+
+        One query on a backend that has ``read_streams`` (PostgreSQL), one
+        :meth:`read_stream` per stream elsewhere. For short streams, such as
+        a batch of freshly claimed instances; long ones are better read alone.
+        """
+        recorder = self._shared.recorder
+        found: dict[str, list[Event]] = {}
+        many = getattr(recorder, "read_streams", None)
+        if many is None:
+            for stream_id in dict.fromkeys(stream_ids):
+                events = await recorder.read_stream(self.namespace, stream_id, 1, None)
+                if events:
+                    found[stream_id] = [self._decoded(e) for e in events]
+            return found
+        for event in await many(self.namespace, list(dict.fromkeys(stream_ids))):
+            found.setdefault(event.stream_id, []).append(self._decoded(event))
+        return found
+
+    async def wait_for_notice(self, after_position: int, timeout: float) -> bool:
+        """Like :meth:`wait_for_new`, but True may also mean only "something was appended".
+
+        On PostgreSQL a notification (an append anywhere in the store) ends
+        the wait without a query to check it; elsewhere this is
+        :meth:`wait_for_new`. For callers that read what changed next anyway
+        (a worker looking for work, a client awaiting a result): it saves a
+        query per wake-up. False only on timeout.
+        """
+        recorder = self._shared.recorder
+        notice = getattr(recorder, "wait_for_notice", None)
+        if notice is None:
+            return await recorder.wait_for_new(self.namespace, after_position, timeout)
+        return bool(await notice(self.namespace, after_position, timeout))

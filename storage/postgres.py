@@ -252,9 +252,9 @@ class PostgresRecorder:
         ]
 
     async def wait_for_new(self, namespace: str, after_position: int, timeout: float) -> bool:
-        if await self._one(HAS_AFTER, (namespace, after_position)):
-            return True
-        with anyio.move_on_after(timeout):
+        if timeout <= 0:
+            return bool(await self._one(HAS_AFTER, (namespace, after_position)))
+        with anyio.move_on_after(timeout):  # the loop's first look is the only one needed
             while True:
                 seen = self._waker.generation()
                 if await self._one(HAS_AFTER, (namespace, after_position)):
@@ -400,6 +400,31 @@ class PostgresRecorder:
             WorkItem(sid, utc(ready), owner, None if expires is None else utc(expires))
             for sid, ready, owner, expires in rows
         ]
+
+    async def read_streams(self, namespace: str, stream_ids: Sequence[str]) -> list[Event]:
+        """Every event of several streams in one query, by stream then version (worker prefetch)."""
+        query = (
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE namespace = %s AND stream_id = ANY(%s)"
+            " ORDER BY stream_id, version"
+        )
+        return await self._events(query, (namespace, list(stream_ids)))
+
+    async def wait_for_notice(self, namespace: str, after_position: int, timeout: float) -> bool:
+        """Like :meth:`wait_for_new`, but a notification ends the wait unchecked (True).
+
+        For callers that read what changed right after waking anyway: the
+        look after each notification would only repeat theirs. Looks again
+        only when the listen connection polls (no notification came).
+        """
+        with anyio.move_on_after(timeout):
+            while True:
+                seen = self._waker.generation()
+                if await self._one(HAS_AFTER, (namespace, after_position)):
+                    return True
+                await self._waker.wait(seen)
+                if seen.is_set():
+                    return True
+        return False
 
 
 @contextmanager

@@ -9,7 +9,7 @@ leases come and go as they should.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,15 @@ class Stepper:
 
     def cache_counts(self) -> tuple[int, int]:
         return (7, 3)
+
+    async def prepare(self, stream_ids: Sequence[str]) -> None:
+        pass
+
+    def own_positions(self) -> list[int]:
+        return []
+
+    async def append_returned(self) -> bool:
+        return False
 
 
 async def make_ready(journal: Journal, count: int, prefix: str = "wf-") -> list[str]:
