@@ -22,11 +22,15 @@ from sagalog.replay.executor import StepTask, type_name
 from sagalog.storage import encode_value
 
 from sagalog.clock import Clock
-from sagalog.errors import EncodingError
+from sagalog.errors import EncodingError, SagalogError
 
 
-class StepTimeoutError(TimeoutError):
-    """An attempt ran longer than its policy's per-attempt timeout."""
+class StepTimeoutError(SagalogError, TimeoutError):
+    """An attempt ran longer than its policy's per-attempt timeout.
+
+    A ``SagalogError`` like everything sagalog raises on purpose, and a
+    ``TimeoutError`` so that ``except TimeoutError`` in user code still sees it.
+    """
 
 
 class Attempt(msgspec.Struct, frozen=True):

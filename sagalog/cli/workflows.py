@@ -164,6 +164,14 @@ async def _signal(client: Client, args: argparse.Namespace) -> int:
 
 
 async def _cancel(client: Client, args: argparse.Namespace) -> int:
+    # Cancelling an ended instance records nothing: say so rather than promise a compensation.
+    state = await client.describe(args.id)
+    if state.terminal:
+        if args.json:
+            print_json({"id": args.id, "cancel_requested": None, "status": state.status})
+        else:
+            print(f"{args.id} had already ended ({state.status}); nothing changed")
+        return 0
     await client.cancel(args.id, args.reason)
     if args.json:
         print_json({"id": args.id, "cancel_requested": args.reason})

@@ -299,3 +299,16 @@ def test_the_facade_exports_clients_workers_sessions_and_every_error() -> None:
     missing = sorted(errors - set(sagalog.__all__))
     assert missing == [], f"errors not re-exported by the facade: {missing}"
     assert all(getattr(sagalog, name) is not None for name in sagalog.__all__)
+
+
+def test_every_exported_error_is_a_sagalog_error() -> None:
+    """``except SagalogError`` catches every error the facade exports (StepTimeoutError was missed)."""
+    import sagalog
+
+    errors = [
+        getattr(sagalog, name) for name in sagalog.__all__
+        if isinstance(getattr(sagalog, name), type) and issubclass(getattr(sagalog, name), BaseException)
+    ]  # fmt: skip
+    strays = [cls.__name__ for cls in errors if not issubclass(cls, sagalog.SagalogError)]
+    assert strays == []
+    assert issubclass(sagalog.StepTimeoutError, TimeoutError)

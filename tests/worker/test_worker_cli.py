@@ -85,6 +85,21 @@ def test_cancel_and_empty_list(db: str, capsys: pytest.CaptureFixture[str]) -> N
     assert "cancel requested: typo" in out
 
 
+def test_cancel_of_an_ended_instance_says_nothing_changed(
+    db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from chaos_workflows import noop_saga  # tools/, on the path by conftest.py
+
+    import sagalog as api
+
+    api.run(noop_saga, 1, id="done-1", url=db)
+    status, out, _ = sagalog(capsys, "cancel", "done-1")
+    assert (status, out) == (0, "done-1 had already ended (completed); nothing changed\n")
+    status, out, _ = sagalog(capsys, "cancel", "done-1", "--json")
+    assert json.loads(out) == {"id": "done-1", "cancel_requested": None, "status": "completed"}
+    assert "cancel requested" not in sagalog(capsys, "status", "done-1")[1]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
