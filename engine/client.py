@@ -84,16 +84,23 @@ class Client:
 
     # -- writing ---------------------------------------------------------
 
-    async def start(self, workflow: Any, *args: Any, id: str | None = None) -> str:
+    async def start(
+        self, workflow: Any, *args: Any, id: str | None = None, session_id: str | None = None
+    ) -> str:
         """Start ``workflow`` (a ``@workflow`` or its name) with ``args``; returns its id.
 
         Idempotent by ``id``: starting an id that exists returns it unchanged.
+        ``session_id`` binds the instance to an open session (``ctx.session``).
 
         Raises:
             UnknownWorkflowError: no workflow of that name is registered here.
             EncodingError: an argument cannot be encoded (names the argument).
+            InvalidCommandError: the arguments do not fit the workflow's parameters.
+            WorkflowError: the workflow needs a session and none was given.
+            SessionNotFoundError, SessionClosedError, SessionExpiredError:
+                ``session_id`` names no open session.
         """
-        return await self._runner.start(workflow, *args, id=id)
+        return await self._runner.start(workflow, *args, id=id, session_id=session_id)
 
     async def signal(self, id: str, name: str, payload: Any = None) -> None:
         """Deliver signal ``name`` with ``payload`` to instance ``id``.
@@ -227,9 +234,9 @@ class SyncClient(AbstractContextManager["SyncClient"]):
 
         return self._portal.call(invoke)
 
-    def start(self, workflow: Any, *args: Any, id: str | None = None) -> str:
+    def start(self, workflow: Any, *args: Any, id: str | None = None, session_id: str | None = None) -> str:
         """See :meth:`Client.start`."""
-        return self._call(self._client.start, workflow, *args, id=id)
+        return self._call(self._client.start, workflow, *args, id=id, session_id=session_id)
 
     def signal(self, id: str, name: str, payload: Any = None) -> None:
         """See :meth:`Client.signal`."""

@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     start.add_argument("workflow", help="the workflow's registered name")
     start.add_argument("args", nargs="*", metavar="ARG", help="arguments (JSON, or plain text)")
     start.add_argument("--id", help="instance id (default: a new UUID); starting an existing id is a no-op")
+    start.add_argument("--session", metavar="SESSION_ID", help="bind the instance to this open session")
     start.add_argument("--wait", type=float, nargs="?", const=3600.0, metavar="SECONDS",
                        help="wait for the result (default: up to an hour)")
 
@@ -134,7 +135,7 @@ def decoded(data: bytes | None) -> Any:
 
 async def _start(client: Client, args: argparse.Namespace) -> int:
     values = [parse_value(a) for a in args.args]
-    instance_id = await client.start(args.workflow, *values, id=args.id)
+    instance_id = await client.start(args.workflow, *values, id=args.id, session_id=args.session)
     outcome: dict[str, Any] = {"id": instance_id, "workflow": args.workflow}
     if args.wait is not None:
         try:

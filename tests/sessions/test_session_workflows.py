@@ -19,7 +19,7 @@ from sagalog.replay.saga import TERMINAL, SagaState
 from sagalog.storage import connect
 
 from sagalog.clock import ManualClock
-from sagalog.errors import SessionClosedError, SessionNotFoundError, WorkflowError
+from sagalog.errors import NotFoundError, SessionClosedError, SessionNotFoundError, WorkflowError
 
 pytestmark = pytest.mark.anyio
 
@@ -201,3 +201,20 @@ async def test_shopping_example(journal_url: str, capsys: pytest.CaptureFixture[
         assert await journal.next_ready_at() is None
     finally:
         await journal.close()
+
+
+async def test_a_client_starts_an_instance_in_a_session(runner: Runner) -> None:
+    from sagalog.engine.client import Client
+
+    client = Client(runner.journal, reg)
+    await runner.sessions.open("s1", attributes={"keep": "x"})
+    instance = await client.start(read_write, "from a client", id="c1", session_id="s1")
+    state = await settle(runner, instance)
+    assert state.status == "completed" and state.session_id == "s1"
+    assert [w.instance_id for w in (await runner.sessions.get("s1")).workflows] == ["c1"]
+    with pytest.raises(WorkflowError, match=r"runs in a session: start it with session_id"):
+        await client.start(read_write, "x", id="c2")
+    with pytest.raises(SessionNotFoundError, match="no session 'ghost' in namespace 'default'"):
+        await client.start(read_write, "x", id="c3", session_id="ghost")
+    with pytest.raises(NotFoundError):
+        await client.describe("c3")  # nothing was stored for the refused start

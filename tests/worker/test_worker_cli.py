@@ -105,6 +105,8 @@ def test_cancel_of_an_ended_instance_says_nothing_changed(
     [
         (["start", "nope"], "sagalog: error: unknown workflow 'nope': registered workflows are "),
         (["status", "ghost"], "sagalog: error: no "),
+        (["start", "noop_saga", "1", "--session", "ghost"],
+         "sagalog: error: no session 'ghost' in namespace 'default'"),
         (["signal", "ghost", "go"], "sagalog: error: no "),
         (["list", "--status", "done"], "sagalog: error: unknown status 'done': use one of running"),
         (["list", "--since", "yesterday"], "sagalog: error: --since 'yesterday' is neither an ISO time"),
