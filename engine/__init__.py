@@ -13,6 +13,7 @@ from sagalog.engine.runner import Runner
 from sagalog.engine.sessions import Sessions
 from sagalog.engine.steps import StepTimeoutError
 from sagalog.engine.worker import Worker
+from sagalog.engine.worker_process import RunnerHandler
 from sagalog.engine.worker_settings import WorkerSettings
 from sagalog.engine.workflow import (
     DEFAULT_REGISTRY,
@@ -37,6 +38,7 @@ __all__ = [
     "Retry",
     "RetryPolicy",
     "Runner",
+    "RunnerHandler",
     "Sessions",
     "Step",
     "StepContext",
