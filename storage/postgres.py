@@ -29,6 +29,7 @@ from sagalog.storage import migrations
 from sagalog.storage.pg_append import (
     APPEND,
     APPEND_ONE,
+    RETRY_CONFLICTS,
     append_arguments,
     append_one_arguments,
     append_outcomes,
@@ -182,18 +183,36 @@ class PostgresRecorder:
         with self._errors():
             async with self._pool.connection() as conn:
                 for chunk in chunks(requests):
-                    cur = conn.cursor(binary=True)
                     if len(chunk) == 1:
-                        await cur.execute(APPEND_ONE, append_one_arguments(chunk[0], self._channel))
-                        row = await cur.fetchone()
-                        assert row is not None
-                        outcomes.extend(append_outcomes(chunk, [row[0]], row[1] or []))
+                        outcomes.extend(await self._append_one(conn, chunk))
                         continue
+                    cur = conn.cursor(binary=True)
                     await cur.execute(APPEND, append_arguments(chunk, self._channel))
                     row = await cur.fetchone()
                     assert row is not None
                     outcomes.extend(append_outcomes(chunk, row[0], row[1]))
         return outcomes
+
+    async def _append_one(self, conn: Conn, chunk: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        """One request in one prepared statement, run again while its read was stale (see APPEND_ONE)."""
+        params = append_one_arguments(chunk[0], self._channel)
+        for _ in range(RETRY_CONFLICTS):
+            cur = conn.cursor(binary=True)
+            try:
+                await cur.execute(APPEND_ONE, params, prepare=True)
+            except psycopg.errors.UniqueViolation as exc:
+                if exc.diag.constraint_name != "events_stream_version":
+                    raise
+                continue
+            row = await cur.fetchone()
+            assert row is not None
+            return append_outcomes(chunk, [row[0]], row[1] or [])
+        # Every attempt lost a race for the same stream: contention, which a
+        # retry after a pause (the Journal's backoff) may get through.
+        raise OperationalError(
+            f"PostgreSQL at {self.description}: stream {chunk[0].stream_id!r} moved on "
+            f"during each of {RETRY_CONFLICTS} attempts to append to it"
+        )
 
     # -- reading ---------------------------------------------------------------
 
