@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
@@ -52,8 +53,7 @@ class GroupCommitter(Generic[Req, Res]):
         self._max_batch = max_batch
         self._open: _Batch[Req, Res] | None = None
         # Only leaders take it, one per batch: batches commit one at a time,
-        # in the order they were opened (anyio locks are fair). Taking it
-        # free costs no trip through the event loop (fast_acquire).
+        # in the order they were opened (anyio locks are fair).
         self._lock = anyio.Lock(fast_acquire=True)
         self.batches = 0
         """Number of commits made (for benchmarks and tests)."""
@@ -81,6 +81,11 @@ class GroupCommitter(Generic[Req, Res]):
 
     async def _lead(self, batch: _Batch[Req, Res]) -> None:
         async with self._lock:
+            # One turn of the event loop before sealing: appenders that are
+            # ready to run (typically the members of the batch that just
+            # committed, coming back with their next append) join this batch
+            # instead of each leading a batch of their own.
+            await anyio.lowlevel.cancel_shielded_checkpoint()
             if self._open is batch:
                 self._open = None  # sealed: later requests open the next batch
             self.batches += 1
