@@ -206,7 +206,8 @@ class PostgresRecorder:
                     # is not reused (the pool does the same with its own).
                     if conn.broken or conn.info.transaction_status != pq.TransactionStatus.IDLE:
                         self._appender = None
-                        await conn.close()
+                        with anyio.CancelScope(shield=True):
+                            await conn.close()
 
     async def _append(self, conn: Conn, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
         outcomes: list[AppendOutcome] = []
