@@ -55,6 +55,7 @@ class GroupCommitter(Generic[Req, Res]):
         # Only leaders take it, one per batch: batches commit one at a time,
         # in the order they were opened (anyio locks are fair).
         self._lock = anyio.Lock(fast_acquire=True)
+        self._last_size = 0
         self.batches = 0
         """Number of commits made (for benchmarks and tests)."""
 
@@ -81,13 +82,16 @@ class GroupCommitter(Generic[Req, Res]):
 
     async def _lead(self, batch: _Batch[Req, Res]) -> None:
         async with self._lock:
-            # One turn of the event loop before sealing: appenders that are
-            # ready to run (typically the members of the batch that just
-            # committed, coming back with their next append) join this batch
-            # instead of each leading a batch of their own.
-            await anyio.lowlevel.cancel_shielded_checkpoint()
+            if self._last_size > 1:
+                # One turn of the event loop before sealing: appenders that
+                # are ready to run (typically the members of the batch that
+                # just committed, coming back with their next append) join
+                # this batch instead of leading batches of one in turn. A lone
+                # appender (batches of one) skips the turn.
+                await anyio.lowlevel.cancel_shielded_checkpoint()
             if self._open is batch:
                 self._open = None  # sealed: later requests open the next batch
+            self._last_size = len(batch.requests)
             self.batches += 1
             try:
                 outcomes = await self._commit(batch.requests)

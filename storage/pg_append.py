@@ -1,7 +1,9 @@
-"""How the PostgreSQL backend packs a group commit for ``sagalog_append``.
+"""How the PostgreSQL backend writes a group commit.
 
-The function itself (``sql/001_journal.sql``) does the work; this module
-builds its arguments and turns what it returns into events or conflicts.
+A batch of several requests is one call of ``sagalog_append`` (the function
+in ``sql/001_journal.sql`` does the work); a batch of one request is one of
+the prepared statements of APPEND_ONE. This module builds their arguments
+and turns what they return into events or conflicts.
 """
 
 from __future__ import annotations
