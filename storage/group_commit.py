@@ -61,6 +61,8 @@ class GroupCommitter(Generic[Req, Res]):
 
     async def submit(self, request: Req) -> Res:
         """Queue ``request`` in the open batch, wait for that batch's commit, return its outcome."""
+        if self._open is None and self._last_size <= 1 and not self._lock.locked():
+            return await self._commit_alone(request)
         batch = self._open
         if batch is None or len(batch.requests) >= self._max_batch:
             batch = self._open = _Batch()
@@ -79,6 +81,21 @@ class GroupCommitter(Generic[Req, Res]):
         if batch.error is not None:
             raise batch.error
         return batch.outcomes[index]
+
+    async def _commit_alone(self, request: Req) -> Res:
+        # Nothing is committing and no batch is open: a batch of one, sealed
+        # at once (taking the lock does not yield), so nobody else can come
+        # to depend on this call and it needs no shield from cancellation.
+        self._lock.acquire_nowait()
+        try:
+            self._last_size = 1
+            self.batches += 1
+            outcomes = await self._commit([request])
+            if len(outcomes) != 1:
+                raise RuntimeError(f"commit returned {len(outcomes)} outcomes for 1 request")
+            return outcomes[0]
+        finally:
+            self._lock.release()
 
     async def _lead(self, batch: _Batch[Req, Res]) -> None:
         async with self._lock:
