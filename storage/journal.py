@@ -58,6 +58,8 @@ class _Shared:
         self.clock = clock
         self.max_payload_bytes = max_payload_bytes
         self.backoff = backoff
+        self.identity = type(codec) is IdentityCodec
+        """Payloads are stored as given: nothing to encode or decode."""
         self.committer: GroupCommitter[AppendRequest, AppendOutcome] = GroupCommitter(
             self._commit
         )
@@ -212,27 +214,28 @@ class Journal:
             InvalidEventError, PayloadTooLargeError: the events are refused; nothing is written.
         """
         self._validate(stream_id, expected_version, events)
-        codec = self._shared.codec
+        shared = self._shared
+        # The recorders copy each event's metadata into the stored record, so
+        # the events go down as they are; only a real codec rebuilds them.
+        if shared.identity:
+            stored = events if isinstance(events, tuple) else tuple(events)
+        else:
+            stored = tuple(NewEvent(e.type, shared.codec.encode(e.payload), e.metadata) for e in events)
         request = AppendRequest(
-            namespace=self.namespace,
-            stream_id=stream_id,
-            expected_version=expected_version,
-            events=tuple(
-                NewEvent(e.type, codec.encode(e.payload), dict(e.metadata)) for e in events
-            ),
-            recorded_at=self._shared.clock.now(),
-            schedule=schedule,
+            self.namespace, stream_id, expected_version, stored, shared.clock.now(), schedule
         )
-        outcome = await self._shared.committer.submit(request)
+        outcome = await shared.committer.submit(request)
         if isinstance(outcome, ConcurrencyError):
             raise outcome
+        if shared.identity:
+            return outcome
         return [self._decoded(e) for e in outcome]
 
     # -- reading ---------------------------------------------------------
 
     def _decoded(self, event: Event) -> Event:
         codec = self._shared.codec
-        if isinstance(codec, IdentityCodec):
+        if self._shared.identity:
             return event
         return Event(
             position=event.position,

@@ -12,6 +12,7 @@ lock upgrade. The schema and its reasoning are in ``sql/sqlite.sql``.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -440,8 +441,17 @@ class SqliteRecorder:
         self.description = f"sqlite:///{path}"
         self._db = _Database(conn)
         self._closed = False
-        # One connection, so one thread at a time may use it.
+        # One connection, so one thread at a time may use it. The limiter
+        # queues this event loop's callers; the lock is what guarantees it.
+        # An asyncio task cancelled natively (task.cancel(), asyncio.wait_for)
+        # stops waiting for its worker thread and releases the limiter while
+        # that thread is still inside its transaction; without the lock the
+        # next call ran a second transaction on the same connection at once
+        # (BEGIN refused, or the other's transaction rolled back under it, and
+        # both inserting the same positions: "UNIQUE constraint failed:
+        # events.position").
         self._limiter = anyio.CapacityLimiter(1)
+        self._lock = threading.Lock()
         # Wakes this process's waiters at once; other processes' appends are
         # found by polling every POLL_SECONDS.
         self._appended = anyio.Event()
@@ -470,9 +480,14 @@ class SqliteRecorder:
         if self._closed:
             raise ProgrammingError(f"SQLite journal {self.path!r} is closed")
         try:
-            return await anyio.to_thread.run_sync(func, *args, limiter=self._limiter)
+            return await anyio.to_thread.run_sync(self._locked, func, *args, limiter=self._limiter)
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from exc
+
+    def _locked(self, func: Callable[[*Ts], T], *args: *Ts) -> T:
+        # In the worker thread: wait for a thread that was abandoned mid-call.
+        with self._lock:
+            return func(*args)
 
     async def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
         """Write every request whose expected version holds, in one transaction."""
@@ -569,7 +584,7 @@ class SqliteRecorder:
         if self._closed:
             return
         self._closed = True
-        await anyio.to_thread.run_sync(self._db.conn.close, limiter=self._limiter)
+        await anyio.to_thread.run_sync(self._locked, self._db.conn.close, limiter=self._limiter)
 
     async def clear_snapshots(self, namespace: str) -> None:
         """Delete every snapshot of the namespace (derived data)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import anyio
 import pytest
 from sagalog.storage import (
@@ -13,6 +15,7 @@ from sagalog.storage import (
     NewEvent,
     Schedule,
 )
+from sagalog.storage.group_commit import GroupCommitter
 
 from sagalog.clock import ManualClock
 from sagalog.errors import ConcurrencyError
@@ -102,3 +105,47 @@ async def test_one_batch_keeps_each_request_check_and_order(journal: Journal, cl
     assert [
         c.stream_id for c in await journal.recorder.claim("default", "w", clock.now(), clock.now(), 10)
     ] == ["wf-new"]
+
+
+async def test_waiters_form_the_next_batch_and_share_its_outcome_or_error() -> None:
+    """The committer itself: one batch commits at a time, the next one fills meanwhile."""
+    release = anyio.Event()
+    batches: list[list[int]] = []
+
+    async def commit(batch: Sequence[int]) -> list[str]:
+        batches.append(list(batch))
+        if len(batches) == 1:
+            await release.wait()  # hold the first commit until everyone has queued
+        if 99 in batch:
+            raise ValueError("refused")
+        return [f"done {n}" for n in batch]
+
+    committer: GroupCommitter[int, str] = GroupCommitter(commit)
+    results: dict[int, str] = {}
+
+    async def submit(n: int) -> None:
+        try:
+            results[n] = await committer.submit(n)
+        except ValueError as exc:
+            results[n] = str(exc)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(4):
+            tg.start_soon(submit, n)
+        await anyio.wait_all_tasks_blocked()
+        release.set()
+    assert batches == [[0], [1, 2, 3]]
+    assert results == {n: f"done {n}" for n in range(4)}
+
+    release = anyio.Event()
+    batches.clear()
+    async with anyio.create_task_group() as tg:
+        for n in (10, 99, 11):
+            tg.start_soon(submit, n)
+        await anyio.wait_all_tasks_blocked()
+        release.set()
+    # The last batch had several requests, so its successor's leader let the
+    # ready appenders join before sealing; an error is every member's outcome.
+    assert batches == [[10, 99, 11]]
+    assert results[10] == results[99] == results[11] == "refused"
+    assert committer.batches == 3

@@ -178,6 +178,53 @@ async def test_a_batch_of_distinct_streams_schedules_only_what_it_wrote(pg: Jour
     assert await pg.next_ready_at() is None
 
 
+@pytest.mark.parametrize("types", [("One",), ("First", "Second", "Third")])
+async def test_a_one_request_append_sets_and_removes_its_work_index_row(
+    pg: Journal, types: tuple[str, ...]
+) -> None:
+    """Each shape of the one-request statement: one event or several, work index untouched/set/removed."""
+    recorder, n = pg.recorder, len(types)
+    [plain] = await recorder.append_batch([request("s", NO_STREAM, *types)])
+    assert await pg.next_ready_at() is None
+    [scheduled] = await recorder.append_batch([request("s", n, *types, ready=T0)])
+    assert await pg.next_ready_at() == T0
+    [refused] = await recorder.append_batch([request("s", n, "Stale", ready=None)])
+    remove = AppendRequest("default", "s", 2 * n, tuple(NewEvent(t, b"") for t in types), T0, Schedule(None))
+    [removed] = await recorder.append_batch([remove])
+    assert await pg.next_ready_at() is None
+    assert isinstance(refused, ConcurrencyError) and refused.actual_version == 2 * n
+    written = [e for o in (plain, scheduled, removed) if not isinstance(o, ConcurrencyError) for e in o]
+    assert [e.version for e in written] == list(range(1, 3 * n + 1))
+    assert [(e.position, e.version, e.type, e.payload) for e in written] == [
+        (e.position, e.version, e.type, e.payload) for e in await pg.read_stream("s")
+    ]
+
+
+async def test_racing_appends_to_one_stream_from_many_connections_all_land_in_order(pg_url: str) -> None:
+    """A stale version read (another connection committed first) is decided again under the events lock."""
+    writers, appends = 5, 20
+    journals = [await connect(pg_url) for _ in range(writers)]
+
+    async def write(journal: Journal, n: int) -> None:
+        for i in range(appends):
+            await journal.append("shared", ANY_VERSION, [NewEvent("E", b"%d-%d" % (n, i))])
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for n, journal in enumerate(journals):
+                tg.start_soon(write, journal, n)
+        stored = await journals[0].read_stream("shared")
+    finally:
+        for journal in journals:
+            await journal.close()
+    assert [e.version for e in stored] == list(range(1, writers * appends + 1))
+    assert sorted(e.payload for e in stored) == sorted(
+        b"%d-%d" % (n, i) for n in range(writers) for i in range(appends)
+    )
+    positions = [e.position for e in stored]
+    assert positions == sorted(positions)
+
+
 async def test_a_large_batch_is_split_and_keeps_its_order(
     pg: Journal, monkeypatch: pytest.MonkeyPatch
 ) -> None:

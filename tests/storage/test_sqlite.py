@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
@@ -11,8 +13,16 @@ from pathlib import Path
 
 import anyio
 import pytest
-from sagalog.storage import NO_STREAM, Backoff, Journal, NewEvent, StreamFilter, connect
-from sagalog.storage.sqlite import SqliteRecorder
+from sagalog.storage import (
+    NO_STREAM,
+    AppendRequest,
+    Backoff,
+    Journal,
+    NewEvent,
+    StreamFilter,
+    connect,
+)
+from sagalog.storage.sqlite import SqliteRecorder, _Database
 
 from sagalog.clock import ManualClock
 from sagalog.errors import OperationalError, ProgrammingError
@@ -166,3 +176,50 @@ async def test_times_come_back_as_the_same_instant_in_utc(db_path: Path) -> None
     assert len(await journal.list_streams(StreamFilter(since=naive))) == 1
     assert await journal.list_streams(StreamFilter(until=naive)) == []
     await journal.close()
+
+
+async def test_a_natively_cancelled_call_does_not_share_the_connection_with_the_next(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: "UNIQUE constraint failed: events.position" mixing direct batches and appends.
+
+    ``asyncio.wait_for`` (or ``task.cancel()``) around a direct
+    ``recorder.append_batch`` stops the caller waiting for its worker thread,
+    and anyio hands the connection to the next call while that thread is still
+    inside its transaction. The interleaving is made deterministic here: the
+    direct batch's thread is held inside its transaction until the Journal's
+    append has been started.
+    """
+    journal = await connect(f"sqlite:///{db_path}")
+    recorder = journal.recorder
+    assert isinstance(recorder, SqliteRecorder)
+    inside, release = threading.Event(), threading.Event()
+    version = _Database._version
+
+    def held_version(db: _Database, namespace: str, stream_id: str) -> int:
+        if stream_id == "direct-1":  # inside the direct batch's transaction
+            inside.set()
+            release.wait()
+        return version(db, namespace, stream_id)
+
+    monkeypatch.setattr(_Database, "_version", held_version)
+    await journal.append("first", NO_STREAM, [NewEvent("A", b"")])
+    direct = asyncio.create_task(recorder.append_batch([
+        AppendRequest("default", f"direct-{i}", NO_STREAM, (NewEvent("D", b""),), datetime.now(UTC))
+        for i in range(1, 4)
+    ]))
+    await anyio.to_thread.run_sync(inside.wait)
+    direct.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await direct
+    appended = asyncio.create_task(journal.append("second", NO_STREAM, [NewEvent("B", b"")]))
+    await anyio.wait_all_tasks_blocked()  # its worker thread is waiting for the connection
+    release.set()
+    [event] = await appended
+    stored = await journal.read_all(0)
+    await journal.close()
+    # The abandoned batch still committed, whole, before the append began.
+    assert [(e.position, e.stream_id) for e in stored] == [
+        (1, "first"), (2, "direct-1"), (3, "direct-2"), (4, "direct-3"), (5, "second")
+    ]
+    assert event.position == 5
