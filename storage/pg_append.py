@@ -66,8 +66,8 @@ APPEND = "SELECT previous, positions FROM sagalog_append(%s::jsonb, %s)"
 # $2 stream, $3 recorded_at, $4 expected version, $5 NOTIFY channel; then the
 # event ($6 type, $7 payload, $8 metadata) or the events ($6, a JSON array of
 # [type, payload (base64), metadata]); last, ready_at when the work index is set.
-_CURRENT = """(SELECT coalesce(max(version), 0) AS v FROM events
-         WHERE namespace = $1 AND stream_id = $2) c"""
+_CURRENT = """(SELECT coalesce((SELECT version FROM events WHERE namespace = $1 AND stream_id = $2
+                           ORDER BY version DESC LIMIT 1), 0) AS v) c"""
 _GUARD = """$4::integer IN (-1, c.v)
    AND pg_advisory_xact_lock(610774892, 'events'::regclass::oid::integer) IS NOT NULL"""
 _INSERT_ONE = f"""
