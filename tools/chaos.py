@@ -116,6 +116,18 @@ class WorkerProcess:
         """Everything the worker logged so far."""
         return self.log_path.read_text(errors="replace")
 
+    async def started(self, timeout: float = 30.0) -> bool:
+        """Wait until the worker says it serves (or has exited); False on timeout.
+
+        A worker signalled while Python is still importing dies of the signal
+        before it can install its handler; one that serves drains and exits 0.
+        """
+        with anyio.move_on_after(timeout):
+            while self.alive and f"worker {self.name} on " not in self.log_text():
+                await anyio.sleep(0.05)
+            return True
+        return False
+
 
 def read_runs(path: Path, field: str = "t") -> dict[tuple[str, str], list[Any]]:
     """Step executions by (order id, step name): when they started (or ``field``, e.g. pid)."""
@@ -350,6 +362,7 @@ async def chaos(args: argparse.Namespace) -> int:
         kills = await kill_at_random(workers, spawn, rng, began + args.duration * 2 / 3, args.kill_every)
     unfinished = await wait_all_terminal(journal, [o["id"] for o in orders], began + args.duration)
     for worker in workers:
+        await worker.started()
         worker.terminate()
     codes = [await worker.wait() for worker in workers]
     report = await check_journal(journal, [o["id"] for o in orders], runs)
