@@ -123,9 +123,10 @@ class WorkerProcess:
         before it can install its handler; one that serves drains and exits 0.
         """
         with anyio.move_on_after(timeout):
-            while self.alive and f"worker {self.name} on " not in self.log_text():
+            while True:  # the log is a file: there is nothing to wait on but time
+                if not self.alive or f"worker {self.name} on " in self.log_text():
+                    return True
                 await anyio.sleep(0.05)
-            return True
         return False
 
 
