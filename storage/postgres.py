@@ -57,6 +57,7 @@ from sagalog.errors import (
     InvalidEventError,
     OperationalError,
     ProgrammingError,
+    SagalogError,
 )
 
 Conn = psycopg.AsyncConnection[TupleRow]
@@ -143,6 +144,11 @@ class PostgresRecorder:
         # (measured; a tenth of a one-event append). Concurrent direct
         # callers of append_batch use the pool.
         self._appender: Conn | None = None
+        # A binary raw cursor of the appender connection, reused by every
+        # one-request append: a cursor per call costs an adapters map and a
+        # Transformer (with its dumper lookups) each time, and re-running the
+        # same query text on the same cursor keeps the Transformer.
+        self._appender_cursor: psycopg.AsyncRawCursor[TupleRow] | None = None
         self._appender_lock = anyio.Lock(fast_acquire=True)
 
     @classmethod
@@ -195,31 +201,46 @@ class PostgresRecorder:
     # -- appending -------------------------------------------------------------
 
     async def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
-        with self._errors():
+        # try/except rather than the translate_errors context manager: this
+        # is the hot path, and the generator-based manager costs a few µs.
+        try:
             if self._appender_lock.locked():
                 async with self._pool.connection() as conn:
-                    return await self._append(conn, requests)
+                    return await self._append(conn, requests, None)
             async with self._appender_lock:
-                if self._appender is None:
-                    self._appender = await psycopg.AsyncConnection.connect(
+                appender, cursor = self._appender, self._appender_cursor
+                if appender is None or cursor is None:
+                    appender = await psycopg.AsyncConnection.connect(
                         self._url, autocommit=True, prepare_threshold=1
                     )
-                conn = self._appender
+                    cursor = psycopg.AsyncRawCursor(appender)
+                    cursor.format = pq.Format.BINARY
+                    self._appender, self._appender_cursor = appender, cursor
                 try:
-                    return await self._append(conn, requests)
+                    return await self._append(appender, requests, cursor)
                 finally:
                     # A connection that failed, or was interrupted mid-query,
                     # is not reused (the pool does the same with its own).
-                    if conn.broken or conn.info.transaction_status != pq.TransactionStatus.IDLE:
-                        self._appender = None
+                    status = appender.pgconn.transaction_status
+                    if appender.broken or status != pq.TransactionStatus.IDLE:
+                        self._appender = self._appender_cursor = None
                         with anyio.CancelScope(shield=True):
-                            await conn.close()
+                            await appender.close()
+        except psycopg.Error as exc:
+            raise translated(exc, self.description) from exc
 
-    async def _append(self, conn: Conn, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+    async def _append(
+        self,
+        conn: Conn,
+        requests: Sequence[AppendRequest],
+        cursor: psycopg.AsyncRawCursor[TupleRow] | None,
+    ) -> list[AppendOutcome]:
+        if len(requests) == 1:
+            return [await self._append_one(conn, requests[0], cursor)]
         outcomes: list[AppendOutcome] = []
         for chunk in chunks(requests):
             if len(chunk) == 1:
-                outcomes.extend(await self._append_one(conn, chunk))
+                outcomes.append(await self._append_one(conn, chunk[0], None))
                 continue
             cur = conn.cursor(binary=True)
             await cur.execute(APPEND, append_arguments(chunk, self._channel))
@@ -228,12 +249,20 @@ class PostgresRecorder:
             outcomes.extend(append_outcomes(chunk, row[0], row[1]))
         return outcomes
 
-    async def _append_one(self, conn: Conn, chunk: Sequence[AppendRequest]) -> list[AppendOutcome]:
-        """One request in one prepared statement (APPEND_ONE); after a stale read, APPEND_LOCKED."""
-        request = chunk[0]
+    async def _append_one(
+        self,
+        conn: Conn,
+        request: AppendRequest,
+        cur: psycopg.AsyncRawCursor[TupleRow] | None,
+    ) -> AppendOutcome:
+        """One request in one prepared statement (APPEND_ONE); after a stale read, APPEND_LOCKED.
+
+        ``cur``: a binary raw cursor of ``conn`` to reuse, or None for a new one.
+        """
         query, params = append_one_statement(request, self._channel)
-        cur = psycopg.AsyncRawCursor(conn)
-        cur.format = pq.Format.BINARY
+        if cur is None:
+            cur = psycopg.AsyncRawCursor(conn)
+            cur.format = pq.Format.BINARY
         try:
             await cur.execute(query, params)
         except psycopg.errors.UniqueViolation as exc:
@@ -244,13 +273,13 @@ class PostgresRecorder:
         else:
             rows = await cur.fetchall()
             if rows:
-                return [one_outcome(request, rows)]
+                return one_outcome(request, rows)
         # Nothing written: decide again on fresh data, under the events lock.
         locked = conn.cursor(binary=True)
         await locked.execute(APPEND_LOCKED, append_locked_arguments(request, self._channel))
         row = await locked.fetchone()
         assert row is not None
-        return append_outcomes(chunk, [row[0]], row[1] or [])
+        return append_outcomes([request], [row[0]], row[1] or [])[0]
 
     # -- reading ---------------------------------------------------------------
 
@@ -427,7 +456,7 @@ class PostgresRecorder:
         async with self._appender_lock:
             if self._appender is not None:
                 await self._appender.close()
-                self._appender = None
+                self._appender = self._appender_cursor = None
         await self._pool.close()
 
     # -- rebuilding derived data (sagalog admin rebuild) ------------------------
@@ -492,19 +521,24 @@ def translate_errors(where: str) -> Iterator[None]:
     """Turn psycopg errors into :mod:`sagalog.errors`, naming ``where`` (no password)."""
     try:
         yield
-    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-        raise OperationalError(f"PostgreSQL at {where} failed: {_first_line(exc)}") from exc
-    except psycopg.errors.UndefinedTable as exc:
-        raise ProgrammingError(
+    except psycopg.Error as exc:
+        raise translated(exc, where) from exc
+
+
+def translated(exc: psycopg.Error, where: str) -> SagalogError:
+    """The :mod:`sagalog.errors` exception for a psycopg error, naming ``where`` (no password)."""
+    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return OperationalError(f"PostgreSQL at {where} failed: {_first_line(exc)}")
+    if isinstance(exc, psycopg.errors.UndefinedTable):
+        return ProgrammingError(
             f"the database at {where} is not migrated ({_first_line(exc)}): "
             "run `sagalog admin migrate --db URL` with this database's URL"
-        ) from exc
-    except psycopg.DataError as exc:
-        raise InvalidEventError(f"PostgreSQL at {where} refused a value: {_first_line(exc)}") from exc
-    except psycopg.IntegrityError as exc:
-        raise IntegrityError(f"PostgreSQL at {where} refused a write: {_first_line(exc)}") from exc
-    except psycopg.Error as exc:
-        raise DatabaseError(f"PostgreSQL at {where}: {_first_line(exc)}") from exc
+        )
+    if isinstance(exc, psycopg.DataError):
+        return InvalidEventError(f"PostgreSQL at {where} refused a value: {_first_line(exc)}")
+    if isinstance(exc, psycopg.IntegrityError):
+        return IntegrityError(f"PostgreSQL at {where} refused a write: {_first_line(exc)}")
+    return DatabaseError(f"PostgreSQL at {where}: {_first_line(exc)}")
 
 
 def _first_line(exc: BaseException) -> str:

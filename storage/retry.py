@@ -42,16 +42,25 @@ def retry_transient(
 
     @wraps(func)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        backoff: Backoff = getattr(args[0], "backoff", Backoff())
+        # The first attempt runs before anything else is looked up: it is
+        # almost always the only one, and the wrapper sits on every append.
+        try:
+            return await func(*args, **kwargs)
+        except OperationalError as exc:
+            error = exc
+        backoff: Backoff | None = getattr(args[0], "backoff", None)
+        if backoff is None:
+            backoff = Backoff()
         attempt = 1
         while True:
+            if attempt >= backoff.attempts:
+                raise error
+            log.debug("transient failure, retry %d: %s", attempt, error)
+            await anyio.sleep(backoff.delay(attempt))
+            attempt += 1
             try:
                 return await func(*args, **kwargs)
             except OperationalError as exc:
-                if attempt >= backoff.attempts:
-                    raise
-                log.debug("transient failure, retry %d: %s", attempt, exc)
-                await anyio.sleep(backoff.delay(attempt))
-                attempt += 1
+                error = exc
 
     return wrapper
