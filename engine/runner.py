@@ -30,7 +30,8 @@ import msgspec
 from cachetools import LRUCache
 from sagalog.engine.breaker import Breakers
 from sagalog.engine.retry import DEFAULT_RETRY, RetryPolicy, resolve_policy
-from sagalog.engine.sessions import Sessions, register_session_steps
+from sagalog.engine.session_steps import register_session_steps
+from sagalog.engine.sessions import Sessions
 from sagalog.engine.steps import outcome_event, run_attempt
 from sagalog.engine.workflow import DEFAULT_REGISTRY, Registry, StepContext, Workflow
 from sagalog.replay.events import (

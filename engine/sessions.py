@@ -25,12 +25,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from cachetools import LRUCache
 from sagalog.replay.folding import load_state, snapshot_if_due
 from sagalog.replay.sessions import (
-    CHANGE_STEP,
-    CLOSE_STEP,
-    GET_STEP,
     SESSION_FOLD,
     STREAM_PREFIX,
-    TOUCH_STEP,
     Policy,
     SessionChanged,
     SessionClosed,
@@ -52,18 +48,16 @@ from sagalog.errors import (
     AttributesTooLargeError,
     ConcurrencyError,
     DatabaseError,
-    EncodingError,
     InvalidSessionError,
     NotFoundError,
     SessionClosedError,
-    SessionError,
     SessionExpiredError,
     SessionNotFoundError,
     WorkflowError,
 )
 
 if TYPE_CHECKING:
-    from sagalog.engine.workflow import Registry
+    pass
 
 DEFAULT_SNAPSHOT_EVERY = 100
 DEFAULT_CACHE_SIZE = 10_000
@@ -585,67 +579,3 @@ class Sessions:
 # sagalog.replay.sessions.SessionCommands), so each change is recorded once in
 # the workflow's history and replays without touching the session again. The
 # runner that runs them hands them its Sessions through the step context.
-
-
-def _step_sessions() -> Sessions:
-    from sagalog.engine.workflow import step_context
-
-    sessions = getattr(step_context(), "sessions", None)
-    if not isinstance(sessions, Sessions):
-        raise InvalidSessionError(
-            "session commands need a Runner that provides sessions (Runner(journal).sessions)"
-        )
-    return sessions
-
-
-async def session_get_step(session_id: str) -> SessionState:
-    """Built-in step: the session's state."""
-    return await _step_sessions().get(session_id)
-
-
-def _step_key() -> str:
-    from sagalog.engine.workflow import step_context
-
-    return step_context().idempotency_key
-
-
-async def session_change_step(session_id: str, updates: dict[str, Any], deleted: list[str]) -> SessionState:
-    """Built-in step: set and delete attributes, once per step (keyed by its idempotency key)."""
-    return await _step_sessions().change(
-        session_id, updates, deleted=deleted, idempotency_key=_step_key()
-    )
-
-
-async def session_touch_step(session_id: str) -> SessionState:
-    """Built-in step: record activity, once per step (keyed by its idempotency key)."""
-    return await _step_sessions().touch(session_id, idempotency_key=_step_key())
-
-
-async def session_close_step(session_id: str, reason: str) -> SessionState:
-    """Built-in step: close the session."""
-    from sagalog.engine.workflow import step_context
-
-    return await _step_sessions().close(session_id, reason, by_instance=step_context().instance_id)
-
-
-def register_session_steps(registry: Registry) -> None:
-    """Add the built-in session steps to a ``sagalog.engine.workflow.Registry``.
-
-    Session errors (closed, expired, unknown, bad attributes) fail the step
-    at once; only other errors are retried.
-    """
-    from sagalog.engine.retry import Retry
-    from sagalog.engine.workflow import Step
-
-    policy = Retry.exponential(
-        initial=0.5, maximum=10, attempts=5, non_retryable=(SessionError, EncodingError)
-    )
-    steps: dict[str, Callable[..., Any]] = {
-        GET_STEP: session_get_step,
-        CHANGE_STEP: session_change_step,
-        TOUCH_STEP: session_touch_step,
-        CLOSE_STEP: session_close_step,
-    }
-    for name, fn in steps.items():
-        if name not in registry.steps:
-            registry.add(Step(fn, name, retry=policy))

@@ -256,7 +256,7 @@ class Registry:
         self.steps: dict[str, Step] = {}
         # issue 5: the built-in steps behind ctx.session, so that replay (and the
         # replay tool) decodes their recorded results as the live runner does.
-        from sagalog.engine.sessions import register_session_steps
+        from sagalog.engine.session_steps import register_session_steps
 
         register_session_steps(self)
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 from sagalog.engine import Registry, Runner, workflow
-from sagalog.engine.sessions import Sessions, session_change_step, session_touch_step
+from sagalog.engine.session_steps import session_change_step, session_touch_step
+from sagalog.engine.sessions import Sessions
 from sagalog.engine.workflow import CURRENT_STEP, StepContext
 from sagalog.replay.events import StepScheduled, decode_event
 from sagalog.replay.sessions import APPLIED_KEYS_KEPT, CHANGE_STEP, SessionState
