@@ -62,7 +62,7 @@ from sagalog.replay.events import (
     encode_event,
     stream_id,
 )
-from sagalog.replay.executor import Executor, StepTask, default_decode
+from sagalog.replay.executor import Executor, StepTask, default_decode, next_run_id
 from sagalog.replay.folding import fold_events, load_state
 from sagalog.replay.saga import TERMINAL, SagaFold, SagaState, apply_event, ready_at
 from sagalog.storage import NO_STREAM, Journal, Schedule, Snapshot, check_stream_id, encode_value
@@ -207,7 +207,12 @@ class Runner:
         await self._create(instance_id, WorkflowStarted(wf.name, data, session_id=session_id))
         return instance_id
 
-    async def _create(self, instance_id: str, started: WorkflowStarted) -> None:
+    async def _create(self, instance_id: str, started: WorkflowStarted) -> WorkflowStarted | None:
+        """Record ``started`` as the instance's first event; idempotent for the same workflow.
+
+        Returns the existing first event when the id was taken already (by this
+        same start after a crash, or by another instance of the same workflow).
+        """
         stream = stream_id(instance_id)
         try:
             await self.journal.append(
@@ -224,6 +229,27 @@ class Runner:
                     f"instance {instance_id!r} already exists and runs workflow "
                     f"{existing.workflow!r}, not {started.workflow!r}"
                 ) from None
+            return existing if isinstance(existing, WorkflowStarted) else None
+        return None
+
+    async def _create_next_run(self, first_id: str, started: WorkflowStarted) -> str:
+        """Create a continue-as-new run under the first id from ``first_id`` on that is free or ours.
+
+        The id is only a proposal of the executor (replay compares decisions
+        without it), so a ``c.run2`` some client started by hand moves the
+        next run to ``c.run3`` rather than failing the instance. A run created
+        before a crash is recognised by its ``continued_from``.
+        """
+        candidate = first_id
+        while True:
+            try:
+                existing = await self._create(candidate, started)
+            except WorkflowError:
+                existing = None  # another workflow holds the id
+            else:
+                if existing is None or existing.continued_from == started.continued_from:
+                    return candidate
+            candidate = next_run_id(candidate)
 
     # -- reading ----------------------------------------------------------------
 
@@ -794,10 +820,10 @@ class Runner:
                 if crashed or due:
                     starts.append(StepStarted(task.seq, task.attempt + 1))
             ex.feed([(ex.version + i, event) for i, event in enumerate(starts, 1)])
-        events = [*inputs, *decisions, *starts]
-        if not events:
+        if not (inputs or decisions or starts):
             return [], []
         refused = await self._before_append(live, decisions)
+        events = [*inputs, *decisions, *starts]
         if refused:  # a child id in use: its ChildFailed, and what the code does about it
             extra = await self._after_refusals(live, refused, now)
             events += extra
@@ -824,14 +850,16 @@ class Runner:
         await self._snapshot(ex.instance_id, base, state)
         return [ex.steps[e.seq] for e in starts if isinstance(e, StepStarted)], decisions
 
-    async def _before_append(self, live: _Live, decisions: Sequence[WorkflowEvent]) -> list[ChildFailed]:
+    async def _before_append(self, live: _Live, decisions: list[WorkflowEvent]) -> list[ChildFailed]:
         """Create child instances and next runs before recording them (idempotent, crash-safe).
 
         Returns a ``ChildFailed`` for each child whose id belongs to another instance.
+        A next run whose proposed id is taken gets the next free one, written
+        into its ``WorkflowContinuedAsNew`` in ``decisions``.
         """
         parent = live.executor.instance_id
         refused: list[ChildFailed] = []
-        for event in decisions:
+        for i, event in enumerate(decisions):
             match event:
                 case ChildStarted():
                     started = WorkflowStarted(
@@ -847,7 +875,9 @@ class Runner:
                     next_run = WorkflowStarted(
                         live.workflow.name, args, session_id=live.state.session_id, continued_from=parent
                     )
-                    await self._create(next_id, next_run)
+                    free_id = await self._create_next_run(next_id, next_run)
+                    if free_id != next_id:
+                        decisions[i] = msgspec.structs.replace(event, next_id=free_id)
                 case _:
                     pass
         return refused
@@ -944,8 +974,9 @@ class Runner:
         while refused:
             ex.feed([(ex.version + i, event) for i, event in enumerate(refused, 1)])
             more = ex.decide(now)
-            extra += [*refused, *more]
+            extra += refused
             refused = await self._before_append(live, more)
+            extra += more
         return extra
 
 

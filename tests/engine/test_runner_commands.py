@@ -287,6 +287,22 @@ async def test_continue_as_new_starts_a_fresh_run(runner: Runner, clock: ManualC
     assert len(await event_types(mem, "c.run3")) < 8  # each run has a short history
 
 
+async def test_continue_as_new_skips_a_run_id_another_instance_holds(
+    runner: Runner, clock: ManualClock, mem: Journal
+) -> None:
+    await runner.start(counter, 5, id="c.run2")  # a client took the id the first run proposes
+    await runner.start(parent_of_failing, id="c.run3")  # and another workflow the one after
+    await runner.start(counter, 1, id="c")
+    for run_id in ("c.run2", "c.run3", "c", "c.run4", "c.run5"):
+        await drive(runner, clock, run_id)
+    assert (await runner.describe("c")).continued_as == "c.run4"
+    assert (await runner.describe("c.run4")).continued_as == "c.run5"
+    assert await runner.result("c") == "done at 3"
+    assert await runner.result("c.run2") == "done at 5"  # the bystanders are untouched
+    assert (await event_types(mem, "c.run2"))[0] == "WorkflowStarted"
+    assert (await runner.describe("c.run3")).workflow == parent_of_failing.name
+
+
 async def test_backoff_is_a_durable_retry_time(mem: Journal, clock: ManualClock) -> None:
     local = Registry()
     attempts: list[int] = []
