@@ -14,7 +14,7 @@ client and closed with it).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from types import TracebackType
@@ -102,21 +102,32 @@ class Client:
         """
         return await self._runner.start(workflow, *args, id=id, session_id=session_id)
 
-    async def signal(self, id: str, name: str, payload: Any = None) -> None:
+    async def signal(
+        self, id: str, name: str, payload: Any = None, *, metadata: Mapping[str, str] | None = None
+    ) -> None:
         """Deliver signal ``name`` with ``payload`` to instance ``id``.
+
+        ``metadata`` is recorded with the event (audit: ``actor``, ``remote``).
 
         Raises:
             NotFoundError: there is no such instance.
         """
-        await self._runner.signal(id, name, payload)
+        await self._runner.signal(id, name, payload, metadata=metadata)
 
-    async def cancel(self, id: str, reason: str = "cancelled by a client") -> None:
-        """Ask instance ``id`` to cancel (it compensates what it did); a no-op once it ended."""
-        await self._runner.cancel(id, reason)
+    async def cancel(
+        self, id: str, reason: str = "cancelled by a client", *, metadata: Mapping[str, str] | None = None
+    ) -> None:
+        """Ask instance ``id`` to cancel (it compensates what it did); a no-op once it ended.
+
+        ``metadata`` is recorded with the event (audit: ``actor``, ``remote``).
+        """
+        await self._runner.cancel(id, reason, metadata=metadata)
 
     # -- operator actions ------------------------------------------------
 
-    async def retry_compensation(self, id: str, actor: str = "") -> SagaState:
+    async def retry_compensation(
+        self, id: str, actor: str = "", *, metadata: Mapping[str, str] | None = None
+    ) -> SagaState:
         """Run the failed compensation of a ``compensation_failed`` instance again.
 
         A worker picks the instance up at once; ``actor`` is recorded in the journal.
@@ -124,24 +135,28 @@ class Client:
         Raises:
             WorkflowError: the instance is not waiting for an operator.
         """
-        return await self._runner.retry_compensation(checked_id(id), actor)
+        return await self._runner.retry_compensation(checked_id(id), actor, metadata=metadata)
 
-    async def skip_compensation(self, id: str, actor: str = "") -> SagaState:
+    async def skip_compensation(
+        self, id: str, actor: str = "", *, metadata: Mapping[str, str] | None = None
+    ) -> SagaState:
         """Give up on the failed compensation (handled by hand) and go on with the next one.
 
         Raises:
             WorkflowError: the instance is not waiting for an operator.
         """
-        return await self._runner.skip_compensation(checked_id(id), actor)
+        return await self._runner.skip_compensation(checked_id(id), actor, metadata=metadata)
 
-    async def unpark(self, id: str, actor: str = "") -> SagaState:
+    async def unpark(
+        self, id: str, actor: str = "", *, metadata: Mapping[str, str] | None = None
+    ) -> SagaState:
         """Let a parked instance run again once what parked it is fixed (deployed code, data).
 
         Raises:
             WorkflowError: the instance is not parked.
             NonDeterminismError, UnknownWorkflowError, DecodingError: it still cannot run.
         """
-        return await self._runner.unpark(checked_id(id), actor)
+        return await self._runner.unpark(checked_id(id), actor, metadata=metadata)
 
     # -- reading ---------------------------------------------------------
 

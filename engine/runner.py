@@ -20,7 +20,7 @@ import contextlib
 import random
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -313,8 +313,12 @@ class Runner:
 
     # -- signals, cancel, operators -----------------------------------------------
 
-    async def signal(self, instance_id: str, name: str, payload: Any = None) -> None:
+    async def signal(
+        self, instance_id: str, name: str, payload: Any = None, *, metadata: Mapping[str, str] | None = None
+    ) -> None:
         """Deliver signal ``name`` with ``payload``; it waits in a buffer until a wait takes it.
+
+        ``metadata`` is added to the event's metadata (audit: who sent it, from where).
 
         Raises:
             NotFoundError: there is no such instance.
@@ -324,9 +328,13 @@ class Runner:
         if not isinstance(name, str) or not name:
             raise WorkflowError(f"a signal name must be a non-empty string, got {name!r}")
         data = encode_value(payload, f"payload of signal {name!r}")
-        await self._append_input(instance_id, SignalReceived(name, data), refuse_ended=True)
+        await self._append_input(
+            instance_id, SignalReceived(name, data), refuse_ended=True, metadata=metadata
+        )
 
-    async def cancel(self, instance_id: str, reason: str = "") -> None:
+    async def cancel(
+        self, instance_id: str, reason: str = "", *, metadata: Mapping[str, str] | None = None
+    ) -> None:
         """Ask the instance to cancel: it compensates what it did, then ends ``cancelled``.
 
         Running non-detached child workflows are cancelled too. A no-op for an
@@ -335,12 +343,19 @@ class Runner:
         Raises:
             NotFoundError: there is no such instance.
         """
-        state = await self._append_input(instance_id, CancelRequested(reason), refuse_ended=False)
+        state = await self._append_input(
+            instance_id, CancelRequested(reason), refuse_ended=False, metadata=metadata
+        )
         if state is not None and self._inflight.get(instance_id):
             await self._tick(instance_id, [], None)  # cancel the steps running here now
 
     async def _append_input(
-        self, instance_id: str, event: WorkflowEvent, *, refuse_ended: bool
+        self,
+        instance_id: str,
+        event: WorkflowEvent,
+        *,
+        refuse_ended: bool,
+        metadata: Mapping[str, str] | None = None,
     ) -> SagaState | None:
         """Append an input that needs no workflow code (signals, cancels), retrying races."""
         for _ in range(_COMMIT_TRIES):
@@ -357,7 +372,7 @@ class Runner:
                 await self.journal.append(
                     stream_id(instance_id),
                     state.version,
-                    [encode_event(event, self._meta)],
+                    [encode_event(event, self._with(metadata))],
                     schedule=Schedule(ready_at(after, self.clock.now())),
                 )
             except ConcurrencyError:
@@ -365,23 +380,33 @@ class Runner:
             return after
         raise ConcurrencyError(stream_id(instance_id), -1, -1)
 
-    async def retry_compensation(self, instance_id: str, actor: str = "") -> SagaState:
+    def _with(self, metadata: Mapping[str, str] | None) -> dict[str, str]:
+        """This runner's event metadata plus a caller's (an operator action's audit)."""
+        return {**self._meta, **metadata} if metadata else self._meta
+
+    async def retry_compensation(
+        self, instance_id: str, actor: str = "", *, metadata: Mapping[str, str] | None = None
+    ) -> SagaState:
         """Run the failed compensation of a ``compensation_failed`` instance again.
 
         Raises:
             WorkflowError: the instance is not waiting for an operator.
         """
-        return await self._operator(instance_id, actor, retry=True)
+        return await self._operator(instance_id, actor, retry=True, metadata=metadata)
 
-    async def skip_compensation(self, instance_id: str, actor: str = "") -> SagaState:
+    async def skip_compensation(
+        self, instance_id: str, actor: str = "", *, metadata: Mapping[str, str] | None = None
+    ) -> SagaState:
         """Give up on the failed compensation and go on with the next one.
 
         Raises:
             WorkflowError: the instance is not waiting for an operator.
         """
-        return await self._operator(instance_id, actor, retry=False)
+        return await self._operator(instance_id, actor, retry=False, metadata=metadata)
 
-    async def _operator(self, instance_id: str, actor: str, *, retry: bool) -> SagaState:
+    async def _operator(
+        self, instance_id: str, actor: str, *, retry: bool, metadata: Mapping[str, str] | None = None
+    ) -> SagaState:
         state = await self.describe(instance_id)
         failed = [s for s in state.steps.values() if s.kind == "compensation" and s.status == "failed"]
         if state.status != "compensation_failed" or not failed:
@@ -393,10 +418,12 @@ class Runner:
         event = CompensationRetried(seq, actor) if retry else CompensationSkipped(seq, actor)
         # Appended as an input, not decided here: a client need not have the
         # workflow's code, and the worker that claims the instance runs the rest.
-        after = await self._append_input(instance_id, event, refuse_ended=False)
+        after = await self._append_input(instance_id, event, refuse_ended=False, metadata=metadata)
         return after or state
 
-    async def unpark(self, instance_id: str, actor: str = "") -> SagaState:
+    async def unpark(
+        self, instance_id: str, actor: str = "", *, metadata: Mapping[str, str] | None = None
+    ) -> SagaState:
         """Let a parked instance run again, once the code or data that parked it is fixed.
 
         Raises:
@@ -410,7 +437,7 @@ class Runner:
         self.cache.pop(instance_id, None)
         async with self._lock(instance_id):
             live = await self._replay(instance_id, await self._read(instance_id), park=False)
-            await self._commit(live, [WorkflowUnparked(actor)], start=False)
+            await self._commit(live, [WorkflowUnparked(actor)], start=False, metadata=metadata)
             return live.state
 
     # -- advancing ------------------------------------------------------------------
@@ -772,7 +799,12 @@ class Runner:
     # -- committing -----------------------------------------------------------------
 
     async def _commit(
-        self, live: _Live, inputs: Sequence[WorkflowEvent], *, start: bool
+        self,
+        live: _Live,
+        inputs: Sequence[WorkflowEvent],
+        *,
+        start: bool,
+        metadata: Mapping[str, str] | None = None,
     ) -> tuple[list[StepTask], list[WorkflowEvent]]:
         """Append ``inputs``, the decisions they lead to and the attempts to start, as one batch."""
         ex = live.executor
@@ -809,7 +841,10 @@ class Runner:
             stored = await self.journal.append(
                 stream_id(ex.instance_id),
                 base,
-                [encode_event(event, self._meta) for event in events],
+                [
+                    encode_event(event, self._with(metadata) if i < len(inputs) else self._meta)
+                    for i, event in enumerate(events)
+                ],
                 schedule=Schedule(ready_at(state, now)),
             )
             self.appended.extend(event.position for event in stored)

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "sagalog.cli.worker",
     "sagalog.cli.replay",
     "sagalog.cli.sessions",
+    "sagalog.cli.dashboard",
 )
 
 
