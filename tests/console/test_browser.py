@@ -229,6 +229,7 @@ def journal_events(db: str, instance_id: str) -> list[tuple[str, dict[str, Any],
 def test_operator_opens_a_compensated_saga_and_cancels_a_running_one(
     console: Console, driver: Any, artifacts: Path
 ) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -238,12 +239,15 @@ def test_operator_opens_a_compensated_saga_and_cancels_a_running_one(
                and all(console.status(f"order-{n}") == "completed" for n in (1001, 1002, 1003)))
     wait_until("order-1005 to wait for its signal",
                lambda: console.get("/api/instances/order-1005")["state"]["waits"])
-    until = WebDriverWait(driver, WAIT).until
+    # Live refresh redraws what changed: an element found a moment ago may be gone; look again.
+    until = WebDriverWait(driver, WAIT, ignored_exceptions=[StaleElementReferenceException]).until
 
-    # The API needs a token: the page asks for it, once.
+    # The API needs a token: the page asks for it, and again when the server refuses it.
     driver.get(console.url + "/")
-    token_input = until(ec.visibility_of_element_located(("id", "token-input")))
-    token_input.send_keys(TOKEN, Keys.ENTER)
+    until(ec.visibility_of_element_located(("id", "token-input"))).send_keys("not-the-token", Keys.ENTER)
+    until(ec.visibility_of_element_located(("id", "token-error")))
+    assert "refused" in driver.find_element("id", "token-error").text
+    driver.find_element("id", "token-input").send_keys(TOKEN, Keys.ENTER)
     until(lambda d: len(d.find_elements(*by_testid("instance-row"))) == 5)
     until(lambda d: d.find_element("css selector", '.chip[data-status="completed"] .n').text == "3")
     screenshot(driver, artifacts / "dashboard-instances.png")
@@ -268,6 +272,9 @@ def test_operator_opens_a_compensated_saga_and_cancels_a_running_one(
     assert "OutOfBoxes" in by_name["ship_parcel"].text and "no boxes left" in by_name["ship_parcel"].text
     assert driver.find_element(*by_testid("status-badge")).text == "compensated"
     until(lambda d: d.find_element(*by_testid("state-status")).text == "compensated")
+    details = driver.find_element(*by_testid("details")).text
+    assert "StepError" in details and "ship_parcel" in details  # why the saga compensated
+    assert "[object" not in driver.find_element("tag name", "main").text
     screenshot(driver, artifacts / "dashboard-timeline.png")
 
     # The state slider: version 1 is the started saga, the end is the compensated one.
@@ -298,6 +305,9 @@ def test_operator_opens_a_compensated_saga_and_cancels_a_running_one(
     names = [(r.get_attribute("data-kind"), r.get_attribute("data-name"))
              for r in driver.find_elements(*by_testid("timeline-row"))]
     assert ("compensation", "release_stock") in names
+    driver.find_element("css selector", "details.events summary").click()
+    cancel_row = driver.find_element("xpath", '//details//tr[td[text()="CancelRequested"]]')
+    assert f"by {ACTOR}" in cancel_row.text
 
     # The journal agrees, and says who did it.
     events = journal_events(console.db, "order-1005")

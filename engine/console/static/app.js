@@ -62,6 +62,12 @@ function compact(value, max = 160) {
 const pretty = (value) => JSON.stringify(value, null, 2);
 
 /** An error as the API gives it ({type, message}, or a plain string) as one line. */
+/** An event's metadata cell: who did it (an operator's action) first, then the rest. */
+function metaCell(metadata) {
+  const actor = metadata && metadata.actor;
+  return h("td", {}, actor ? h("span", {class: "actor"}, `by ${actor}`) : null, " ", h("code", {}, compact(metadata)));
+}
+
 function errorText(error) {
   if (!error) return "";
   if (typeof error === "string") return error;
@@ -300,14 +306,15 @@ function instanceListView(main) {
 
 const ACTIONS = [
   {
-    path: "cancel", label: "Cancel", when: ["running", "parked"], danger: true,
+    path: "cancel", label: "Cancel", confirm: "Cancel instance", danger: true,
+    when: (i) => i.status === "running" && !i.cancel_requested,
     title: "Cancel this instance?",
     text: "It stops waiting, compensates the steps it completed (newest first) and ends cancelled.",
     fields: [{name: "reason", label: "Reason", value: "cancelled from the console"}],
     body: (f) => ({reason: f.reason}),
   },
   {
-    path: "signal", label: "Send signal", when: ["running", "parked"],
+    path: "signal", label: "Send signal", when: (i) => ["running", "parked"].includes(i.status),
     title: "Send a signal?",
     text: "The signal is recorded in the journal; a wait for that name takes it.",
     fields: [
@@ -321,13 +328,14 @@ const ACTIONS = [
     },
   },
   {
-    path: "retry", label: "Retry", when: ["parked", "compensation_failed"],
+    path: "retry", label: "Retry", when: (i) => ["parked", "compensation_failed"].includes(i.status),
     title: "Retry this instance?",
     text: "A parked instance runs again (deploy the fix first); a failed compensation is attempted again.",
     fields: [], body: () => ({}),
   },
   {
-    path: "skip-compensation", label: "Skip compensation", when: ["compensation_failed"], danger: true,
+    path: "skip-compensation", label: "Skip compensation", danger: true,
+    when: (i) => i.status === "compensation_failed",
     title: "Skip the failed compensation?",
     text: "Only when you have undone that step by hand: the saga goes on with the next compensation.",
     fields: [{name: "reason", label: "Reason", value: "undone by hand"}],
@@ -340,7 +348,7 @@ function instanceView(main, id) {
   const actions = h("div", {class: "actions", role: "group", "aria-label": "Operator actions"});
   const timeline = h("ol", {class: "timeline", "data-testid": "timeline"});
   const axis = h("div", {class: "axis"});
-  const details = h("dl", {class: "kv"});
+  const details = h("dl", {class: "kv", "data-testid": "details"});
   const slider = h("input", {id: "state-slider", type: "range", min: "1", max: "1", value: "1", step: "1",
     "data-testid": "state-slider"});
   const sliderLabel = h("output", {for: "state-slider", id: "state-version", "data-testid": "state-version"});
@@ -366,12 +374,12 @@ function instanceView(main, id) {
         h("span", {class: "key key-compensation"}), "compensation ",
         h("span", {class: "key key-wait"}), "timer / signal / child"),
       axis, timeline),
+    h("section", {"aria-labelledby": "dt-title"}, h("h2", {id: "dt-title"}, "Details"), details),
     h("section", {"aria-labelledby": "st-title"},
       h("h2", {id: "st-title"}, "State at version"),
       h("div", {class: "slider"}, h("label", {for: "state-slider"}, "Version"), slider, sliderLabel),
       h("p", {}, "Status at this version: ", stateStatus),
       stateJson),
-    h("section", {"aria-labelledby": "dt-title"}, h("h2", {id: "dt-title"}, "Details"), details),
     h("section", {},
       h("details", {class: "events"},
         h("summary", {}, "Events (", eventsCount, ")"),
@@ -407,13 +415,12 @@ function instanceView(main, id) {
     const key = JSON.stringify(data);
     if (key === lastHead) return;  // keep the buttons: one may be under the pointer
     lastHead = key;
+    const session = data.session_id || (data.state && data.state.session_id);
     head.replaceChildren(
       h("h1", {}, data.id), badge(data.status),
-      h("span", {class: "muted"}, ` ${data.workflow} · ${data.version} events`),
-      data.state && data.state.session_id
-        ? h("span", {class: "muted"}, " · session ", h("a", {href: `#/sessions/${enc(data.state.session_id)}`},
-          data.state.session_id)) : null);
-    actions.replaceChildren(...ACTIONS.filter((a) => a.when.includes(data.status)).map((a) => h("button", {
+      h("span", {class: "muted"}, ` ${data.workflow} · ${data.version} events`,
+        session ? [" · session ", h("a", {href: `#/sessions/${enc(session)}`}, session)] : null));
+    actions.replaceChildren(...ACTIONS.filter((a) => a.when(data)).map((a) => h("button", {
       type: "button", class: a.danger ? "danger" : "", "data-testid": `action-${a.path}`,
       onclick: () => openConfirm(a, data),
     }, a.label)));
@@ -421,7 +428,7 @@ function instanceView(main, id) {
       ["Error", errorText(data.error)], ["Parked because", data.parked_reason],
       ["Cancel requested", data.cancel_requested]];
     details.replaceChildren(...rows.filter(([, v]) => v !== null && v !== undefined && v !== "")
-      .map(([k, v]) => [h("dt", {}, k), h("dd", {}, typeof v === "string" ? v : h("code", {}, compact(v, 2000)))]));
+      .flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, typeof v === "string" ? v : h("code", {}, compact(v, 2000)))]));
   }
 
   function drawTimeline(steps) {
@@ -431,9 +438,9 @@ function instanceView(main, id) {
     const t0 = Math.min(...starts);
     const t1 = Math.max(...ends, open ? Date.now() : -Infinity);
     const span = Math.max(t1 - t0, 1);
-    axis.replaceChildren(starts.length
-      ? [h("span", {}, fmtTime(new Date(t0).toISOString())), h("span", {}, `total ${fmtDuration(t1 - t0)}`),
-        h("span", {}, fmtTime(new Date(t1).toISOString()))] : []);
+    axis.replaceChildren(...(starts.length ? [h("span"), h("div", {class: "axis-scale"},
+      h("span", {}, fmtTime(new Date(t0).toISOString())), h("span", {}, `total ${fmtDuration(t1 - t0)}`),
+      h("span", {}, fmtTime(new Date(t1).toISOString())))] : []));
     timeline.replaceChildren(...steps.map((s) => {
       const start = Date.parse(s.started_at);
       const end = s.ended_at ? Date.parse(s.ended_at) : (s.started_at ? Date.now() : NaN);
@@ -447,11 +454,11 @@ function instanceView(main, id) {
         "data-testid": "timeline-row", "data-kind": s.kind, "data-name": s.name, "data-status": s.status},
         h("div", {class: "tl-label"},
           h("span", {class: "tl-kind"}, s.kind === "compensation" ? "↶ undo" : s.kind),
-          h("strong", {class: "tl-name"}, s.name),
-          h("span", {class: "tl-meta"}, meta)),
+          h("strong", {class: "tl-name", title: s.name}, s.name)),
         h("div", {class: "tl-track"},
           width ? h("div", {class: "tl-bar", style: `left:${left}%;width:${width}%`,
             title: `${s.name}: ${s.started_at} → ${s.ended_at || "now"}`}) : null),
+        h("div", {class: "tl-meta"}, meta),
         s.error ? h("div", {class: "tl-error"}, errorText(s.error)) : null);
     }));
     if (!steps.length) timeline.append(h("li", {class: "muted"}, "No steps yet."));
@@ -461,8 +468,7 @@ function instanceView(main, id) {
     eventsCount.textContent = String(events.length);
     eventsBody.replaceChildren(...events.map((e) => h("tr", {},
       h("td", {class: "num"}, String(e.version)), timeCell(e.recorded_at), h("td", {}, e.type),
-      h("td", {}, h("code", {}, compact(e.data))),
-      h("td", {}, h("code", {}, compact(e.metadata))))));
+      h("td", {}, h("code", {}, compact(e.data))), metaCell(e.metadata))));
   }
 
   return {
@@ -505,7 +511,7 @@ function openConfirm(action, instance) {
   $("confirm-fields").replaceChildren(...fields);
   $("confirm-error").hidden = true;
   const ok = $("confirm-ok");
-  ok.textContent = action.label;
+  ok.textContent = action.confirm || action.label;
   ok.className = action.danger ? "danger" : "primary";
   ok.disabled = false;
   dialog.dataset.action = action.path;
@@ -605,7 +611,7 @@ function sessionView(main, id) {
         : [h("li", {class: "muted"}, "none")]));
       eventsBody.replaceChildren(...(s.events || []).map((e) => h("tr", {},
         h("td", {class: "num"}, String(e.version)), timeCell(e.recorded_at), h("td", {}, e.type),
-        h("td", {}, h("code", {}, compact(e.data))), h("td", {}, h("code", {}, compact(e.metadata))))));
+        h("td", {}, h("code", {}, compact(e.data))), metaCell(e.metadata))));
     }),
   };
 }
