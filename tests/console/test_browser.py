@@ -184,29 +184,71 @@ def screenshot(driver: Any, path: Path) -> None:
     driver.set_window_size(1280, 860)
 
 
-# -- helpers for the page --------------------------------------------------------------
+# -- the page ------------------------------------------------------------------------
 
 
-def by_testid(testid: str) -> tuple[str, str]:
-    return ("css selector", f'[data-testid="{testid}"]')
+class Page:
+    """The driver with waits that look again when live refresh replaced an element."""
 
+    def __init__(self, driver: Any) -> None:
+        from selenium.common.exceptions import StaleElementReferenceException
+        from selenium.webdriver.support.ui import WebDriverWait
 
-def texts(driver: Any, selector: str) -> list[str]:
-    return [e.text for e in driver.find_elements("css selector", selector)]
+        self.driver = driver
+        self.until = WebDriverWait(driver, WAIT, ignored_exceptions=[StaleElementReferenceException]).until
+
+    def one(self, testid: str) -> Any:
+        return self.driver.find_element("css selector", f'[data-testid="{testid}"]')
+
+    def all(self, testid: str) -> list[Any]:
+        return list(self.driver.find_elements("css selector", f'[data-testid="{testid}"]'))
+
+    def text(self, testid: str) -> str:
+        return str(self.one(testid).text)
+
+    def visible(self, testid: str) -> Any:
+        from selenium.webdriver.support import expected_conditions as ec
+
+        return self.until(ec.visibility_of_element_located(("css selector", f'[data-testid="{testid}"]')))
+
+    def gone(self, testid: str) -> None:
+        from selenium.webdriver.support import expected_conditions as ec
+
+        self.until(ec.invisibility_of_element_located(("css selector", f'[data-testid="{testid}"]')))
+
+    def by_id(self, element_id: str) -> Any:
+        return self.driver.find_element("id", element_id)
+
+    def main_text(self) -> str:
+        return str(self.driver.find_element("tag name", "main").text)
+
+    def timeline(self) -> list[tuple[str, str]]:
+        rows = self.all("timeline-row")
+        return [(r.get_attribute("data-kind"), r.get_attribute("data-name")) for r in rows]
 
 
 # -- the journal -----------------------------------------------------------------------
 
 
 def start_orders(db: str) -> None:
-    """Three orders that complete, one that compensates, one that waits for approval."""
-    from sagalog.engine import SyncClient
+    """Three orders that complete, one that compensates, and one in a checkout session
+    that waits for approval."""
+    from sagalog.engine import Sessions, SyncClient
 
+    async def open_session() -> None:
+        journal = await connect(db)
+        try:
+            await Sessions(journal).open("cart-ann", kind="checkout", attributes={"user": "ann"},
+                                         idle_timeout=3600)
+        finally:
+            await journal.close()
+
+    anyio.run(open_session)
     with SyncClient(db, modules=["shop_workflows"]) as client:
         for n in (1001, 1002, 1003):
             client.start("shop.place_order", {"id": f"A-{n}", "items": 2}, id=f"order-{n}")
         client.start("shop.place_order", {"id": "A-1004", "items": 1, "boxes": 0}, id="order-1004")
-        client.start("shop.hold_order", {"id": "A-1005", "items": 5}, id="order-1005")
+        client.start("shop.hold_order", {"id": "A-1005", "items": 5}, id="order-1005", session_id="cart-ann")
 
 
 def journal_events(db: str, instance_id: str) -> list[tuple[str, dict[str, Any], Any]]:
@@ -229,87 +271,117 @@ def journal_events(db: str, instance_id: str) -> list[tuple[str, dict[str, Any],
 def test_operator_opens_a_compensated_saga_and_cancels_a_running_one(
     console: Console, driver: Any, artifacts: Path
 ) -> None:
-    from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
-
     start_orders(console.db)
     wait_until("the orders to settle", lambda: console.status("order-1004") == "compensated"
                and all(console.status(f"order-{n}") == "completed" for n in (1001, 1002, 1003)))
     wait_until("order-1005 to wait for its signal",
                lambda: console.get("/api/instances/order-1005")["state"]["waits"])
-    # Live refresh redraws what changed: an element found a moment ago may be gone; look again.
-    until = WebDriverWait(driver, WAIT, ignored_exceptions=[StaleElementReferenceException]).until
-
-    # The API needs a token: the page asks for it, and again when the server refuses it.
+    page = Page(driver)
     driver.get(console.url + "/")
-    until(ec.visibility_of_element_located(("id", "token-input"))).send_keys("not-the-token", Keys.ENTER)
-    until(ec.visibility_of_element_located(("id", "token-error")))
-    assert "refused" in driver.find_element("id", "token-error").text
-    driver.find_element("id", "token-input").send_keys(TOKEN, Keys.ENTER)
-    until(lambda d: len(d.find_elements(*by_testid("instance-row"))) == 5)
-    until(lambda d: d.find_element("css selector", '.chip[data-status="completed"] .n').text == "3")
-    screenshot(driver, artifacts / "dashboard-instances.png")
+    give_token(page)
+    list_and_filter(page, artifacts)
+    read_compensated_timeline(page, artifacts)
+    walk_state_versions(page)
+    refuse_bad_signal(page, console)
+    cancel_from_the_page(page, console, artifacts)
+    see_the_session(page)
 
-    # Filter on one status with its chip.
-    driver.find_element("css selector", '.chip[data-status="compensated"]').click()
-    until(lambda d: [r.get_attribute("data-id") for r in d.find_elements(*by_testid("instance-row"))]
-          == ["order-1004"])
+    # Script errors only: the 401 that asked for the token is logged as a network error.
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and e.get("source") != "network"]
+    assert errors == []
 
-    # The compensated saga: steps in the order they ran, then the compensations newest first.
-    driver.find_element("link text", "order-1004").click()
-    until(lambda d: len(d.find_elements("css selector", '[data-testid="timeline-row"][data-kind="compensation"]'))
-          == 3)
-    rows = driver.find_elements(*by_testid("timeline-row"))
-    shown = [(r.get_attribute("data-kind"), r.get_attribute("data-name")) for r in rows]
-    assert shown == [
-        ("step", "reserve_stock"), ("step", "charge_card"), ("step", "book_courier"), ("step", "ship_parcel"),
-        ("compensation", "cancel_courier"), ("compensation", "refund_card"), ("compensation", "release_stock"),
+
+def give_token(page: Page) -> None:
+    """The API needs a token: the page asks for it, and again when the server refuses it."""
+    from selenium.webdriver.common.keys import Keys
+
+    page.until(lambda d: page.by_id("token-input").is_displayed())
+    page.by_id("token-input").send_keys("not-the-token", Keys.ENTER)
+    page.until(lambda d: page.by_id("token-error").is_displayed())
+    assert "refused" in page.by_id("token-error").text
+    page.by_id("token-input").send_keys(TOKEN, Keys.ENTER)
+
+
+def list_and_filter(page: Page, artifacts: Path) -> None:
+    """All five orders are listed; a status chip narrows the list to one."""
+    page.until(lambda d: len(page.all("instance-row")) == 5)
+    chip = '.chip[data-status="{}"]'
+    page.until(lambda d: d.find_element("css selector", chip.format("completed") + " .n").text == "3")
+    screenshot(page.driver, artifacts / "dashboard-instances.png")
+    page.driver.find_element("css selector", chip.format("compensated")).click()
+    page.until(lambda d: [r.get_attribute("data-id") for r in page.all("instance-row")] == ["order-1004"])
+
+
+def read_compensated_timeline(page: Page, artifacts: Path) -> None:
+    """Steps in the order they ran, then the compensations newest first, with attempts and errors."""
+    page.driver.find_element("link text", "order-1004").click()
+    page.until(lambda d: [kind for kind, _ in page.timeline()].count("compensation") == 3)
+    assert page.timeline() == [
+        ("step", "reserve_stock"), ("step", "charge_card"), ("step", "book_courier"),
+        ("step", "ship_parcel"), ("compensation", "cancel_courier"), ("compensation", "refund_card"),
+        ("compensation", "release_stock"),
     ]
-    by_name = {r.get_attribute("data-name"): r for r in rows if r.get_attribute("data-kind") == "step"}
-    assert "2 attempts" in by_name["charge_card"].text
-    assert "OutOfBoxes" in by_name["ship_parcel"].text and "no boxes left" in by_name["ship_parcel"].text
-    assert driver.find_element(*by_testid("status-badge")).text == "compensated"
-    until(lambda d: d.find_element(*by_testid("state-status")).text == "compensated")
-    details = driver.find_element(*by_testid("details")).text
+    rows = {r.get_attribute("data-name"): r for r in page.all("timeline-row")}
+    assert "2 attempts" in rows["charge_card"].text
+    assert "OutOfBoxes" in rows["ship_parcel"].text and "no boxes left" in rows["ship_parcel"].text
+    assert "undoes book_courier" in rows["cancel_courier"].text
+    assert page.text("status-badge") == "compensated"
+    page.until(lambda d: page.text("state-status") == "compensated")
+    details = page.text("details")
     assert "StepError" in details and "ship_parcel" in details  # why the saga compensated
-    assert "[object" not in driver.find_element("tag name", "main").text
-    screenshot(driver, artifacts / "dashboard-timeline.png")
+    assert "[object" not in page.main_text()
+    screenshot(page.driver, artifacts / "dashboard-timeline.png")
 
-    # The state slider: version 1 is the started saga, the end is the compensated one.
-    slider = driver.find_element(*by_testid("state-slider"))
-    final_state = driver.find_element(*by_testid("state-json")).text
+
+def walk_state_versions(page: Page) -> None:
+    """The slider: version 1 is the saga just started, the last one the compensated saga."""
+    from selenium.webdriver.common.keys import Keys
+
+    slider = page.one("state-slider")
+    final_state = page.text("state-json")
     slider.send_keys(Keys.HOME)
-    until(lambda d: d.find_element(*by_testid("state-status")).text == "running")
-    assert driver.find_element(*by_testid("state-version")).text.startswith("1 of ")
-    assert driver.find_element(*by_testid("state-json")).text != final_state
+    page.until(lambda d: page.text("state-status") == "running")
+    assert page.text("state-version").startswith("1 of 25 · WorkflowStarted")
+    assert page.text("state-json") != final_state
     slider.send_keys(Keys.END)
-    until(lambda d: d.find_element(*by_testid("state-status")).text == "compensated")
-    assert driver.find_element(*by_testid("state-json")).text == final_state
+    page.until(lambda d: page.text("state-status") == "compensated")
+    assert page.text("state-json") == final_state
 
-    # Cancel the saga that waits for approval: button, confirmation, done.
-    driver.get(console.url + "/#/instances/order-1005")
-    cancel = until(ec.element_to_be_clickable(by_testid("action-cancel")))
-    assert driver.find_element(*by_testid("status-badge")).text == "running"
-    cancel.click()
-    dialog = until(ec.visibility_of_element_located(by_testid("confirm-dialog")))
-    assert "order-1005" in dialog.text
-    reason = driver.find_element("id", "confirm-reason")
+
+def refuse_bad_signal(page: Page, console: Console) -> None:
+    """A signal whose payload is not JSON is refused in the dialog, and nothing is sent."""
+    page.driver.get(console.url + "/#/instances/order-1005")
+    page.until(lambda d: page.one("action-signal").is_enabled())
+    page.one("action-signal").click()
+    page.visible("confirm-dialog")
+    assert page.by_id("confirm-name").get_attribute("value") == "approved"  # the signal it waits for
+    payload = page.by_id("confirm-payload")
+    payload.clear()
+    payload.send_keys("{not json")
+    page.by_id("confirm-ok").click()
+    page.until(lambda d: "not valid JSON" in page.by_id("confirm-error").text)
+    page.by_id("confirm-cancel").click()
+    page.gone("confirm-dialog")
+    assert "SignalReceived" not in [kind for kind, _, _ in journal_events(console.db, "order-1005")]
+
+
+def cancel_from_the_page(page: Page, console: Console, artifacts: Path) -> None:
+    """Cancel, confirm: the worker compensates, and the journal says who cancelled."""
+    assert page.text("status-badge") == "running"
+    page.one("action-cancel").click()
+    assert "order-1005" in page.visible("confirm-dialog").text
+    reason = page.by_id("confirm-reason")
     reason.clear()
     reason.send_keys("customer called to cancel")
-    screenshot(driver, artifacts / "dashboard-cancel.png")
-    driver.find_element("id", "confirm-ok").click()
-    until(ec.invisibility_of_element_located(by_testid("confirm-dialog")))
-    until(lambda d: d.find_element(*by_testid("status-badge")).text == "cancelled")
-    names = [(r.get_attribute("data-kind"), r.get_attribute("data-name"))
-             for r in driver.find_elements(*by_testid("timeline-row"))]
-    assert ("compensation", "release_stock") in names
-    driver.find_element("css selector", "details.events summary").click()
-    cancel_row = driver.find_element("xpath", '//details//tr[td[text()="CancelRequested"]]')
+    screenshot(page.driver, artifacts / "dashboard-cancel.png")
+    page.by_id("confirm-ok").click()
+    page.gone("confirm-dialog")
+    page.until(lambda d: page.text("status-badge") == "cancelled")
+    assert ("compensation", "release_stock") in page.timeline()
+    page.driver.find_element("css selector", "details.events summary").click()
+    cancel_row = page.driver.find_element("xpath", '//details//tr[td[text()="CancelRequested"]]')
     assert f"by {ACTOR}" in cancel_row.text
 
-    # The journal agrees, and says who did it.
     events = journal_events(console.db, "order-1005")
     requested = [(meta, event) for kind, meta, event in events if kind == "CancelRequested"]
     assert len(requested) == 1
@@ -318,6 +390,12 @@ def test_operator_opens_a_compensated_saga_and_cancels_a_running_one(
     assert meta.get("actor") == ACTOR
     assert events[-1][0] == "WorkflowCancelled"
 
-    # Script errors only: the 401 that asked for the token is logged as a network error.
-    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and e.get("source") != "network"]
-    assert errors == []
+
+def see_the_session(page: Page) -> None:
+    """The cancelled order's session page lists it; the session list has the session."""
+    page.driver.execute_script("window.scrollTo(0, 0)")  # the link sits under the sticky header
+    page.driver.find_element("link text", "cart-ann").click()
+    page.until(lambda d: d.find_elements("css selector", 'a[href="#/instances/order-1005"]'))
+    assert "checkout" in page.main_text() and '"user": "ann"' in page.main_text()
+    page.driver.find_element("link text", "Sessions").click()
+    page.until(lambda d: [r.get_attribute("data-id") for r in page.all("session-row")] == ["cart-ann"])
