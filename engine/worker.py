@@ -6,6 +6,7 @@ task group (nothing is left running when :meth:`Worker.run` returns)::
     run
     ├── heartbeat      renews the leases of in-flight streams every lease/3
     ├── metrics        serves Prometheus text on --metrics-port (optional)
+    ├── console        serves the operator's console on --dashboard-port (optional)
     └── work
         ├── claim loop claim -> start one task per claim -> wait for work
         └── advance(s) one per claimed stream, each in its own cancel scope
@@ -29,6 +30,7 @@ import msgspec
 from sagalog.engine.worker_leases import LeaseBook, Outage
 from sagalog.engine.worker_metrics import WorkerMetrics
 from sagalog.engine.worker_settings import WorkerSettings, validate
+from sagalog.engine.workflow import Registry
 from sagalog.storage import Backoff, Journal
 
 from sagalog.clock import SYSTEM_CLOCK, Clock
@@ -115,8 +117,13 @@ class Worker:
         *,
         clock: Clock = SYSTEM_CLOCK,
         metrics: WorkerMetrics | None = None,
+        registry: Registry | None = None,
     ) -> None:
         self.settings = validate(settings or WorkerSettings())
+        self.registry = registry
+        """The workflows the console may replay (to unpark an instance)."""
+        self.dashboard_port: int | None = None
+        """The port the console is served on once running (useful with port 0)."""
         self.owner = self.settings.owner
         self.metrics = metrics or WorkerMetrics()
         self.metrics.watch_cache(handler.cache_counts)
@@ -187,6 +194,8 @@ class Worker:
                         self.metrics.serve, self.settings.metrics_port
                     )
                     log.info("metrics on http://0.0.0.0:%d/metrics", self.metrics_port)
+                if self.settings.dashboard_port is not None:
+                    self.dashboard_port = await service.start(self._serve_console)
                 task_status.started()
                 try:
                     async with anyio.create_task_group() as work:
@@ -197,6 +206,21 @@ class Worker:
                         await self._release_all()
                     service.cancel_scope.cancel()
         log.info("worker %s stopped", self.owner)
+
+    async def _serve_console(self, *, task_status: anyio.abc.TaskStatus[int]) -> None:
+        from sagalog.engine.console import serve_console
+        from sagalog.engine.console.views import metric_values
+
+        await serve_console(
+            self._journal,
+            host=self.settings.dashboard_host,
+            port=self.settings.dashboard_port or 0,
+            tokens=[t for t in self.settings.dashboard_token.split(",") if t.strip()],
+            registry=self.registry,
+            metrics=lambda: metric_values(self.metrics.registry),
+            workers=lambda: [{"id": self.owner, "in_flight": len(self.leases), "draining": self._draining}],
+            task_status=task_status,
+        )
 
     async def _claim_loop(self, work: anyio.abc.TaskGroup) -> None:
         settings = self.settings

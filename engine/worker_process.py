@@ -111,7 +111,7 @@ async def serve(settings: WorkerSettings, registry: Registry) -> None:
     journal = await connect_patiently(settings)
     try:
         runner = Runner(journal, registry, worker_id=settings.worker_id)
-        worker = Worker(journal, RunnerHandler(runner, runner.sessions), settings)
+        worker = Worker(journal, RunnerHandler(runner, runner.sessions), settings, registry=registry)
         async with anyio.create_task_group() as tg:
             await tg.start(_relay_signals, worker)  # handlers in place before any claim
             await worker.run()

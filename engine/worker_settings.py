@@ -49,6 +49,12 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Longest wait between looks at the work index when nothing wakes the worker."""
     claim_batch: int = 50
     """Most streams claimed in one query."""
+    dashboard_port: int | None = None
+    """Serve the operator's console (JSON API and page) on this port (None: off)."""
+    dashboard_host: str = "127.0.0.1"
+    """Address the console listens on; beyond loopback it always needs a token."""
+    dashboard_token: str = ""
+    """Console tokens, comma-separated ``NAME=SECRET`` or ``SECRET`` (empty: none)."""
 
     @property
     def url(self) -> str:
@@ -87,6 +93,9 @@ def validate(settings: WorkerSettings) -> WorkerSettings:
     port = settings.metrics_port
     if port is not None and not 0 <= port <= 65535:
         raise ConfigurationError(f"metrics port must be between 0 and 65535, not {port}")
+    port = settings.dashboard_port
+    if port is not None and not 0 <= port <= 65535:
+        raise ConfigurationError(f"dashboard port must be between 0 and 65535, not {port}")
     return settings
 
 
@@ -101,6 +110,9 @@ ENVIRONMENT: dict[str, tuple[str, type]] = {
     "SAGALOG_METRICS_PORT": ("metrics_port", int),
     "SAGALOG_GRACE": ("grace_seconds", float),
     "SAGALOG_POLL": ("poll_seconds", float),
+    "SAGALOG_DASHBOARD_PORT": ("dashboard_port", int),
+    "SAGALOG_DASHBOARD_HOST": ("dashboard_host", str),
+    "SAGALOG_DASHBOARD_TOKEN": ("dashboard_token", str),
 }
 
 

@@ -76,11 +76,14 @@ class Tokens:
 def parse_token(spec: str) -> tuple[str, str]:
     """``(actor, secret)`` of ``NAME=SECRET`` or a bare ``SECRET``.
 
+    A secret that itself contains ``=`` (base64) must be given with its name
+    (``ops=c2VjcmV0=``): ``NAME=`` with nothing after it is refused.
+
     Raises:
         ConfigurationError: the secret is empty or contains whitespace.
     """
     name, sep, secret = spec.partition("=")
-    if not sep or not _NAME.match(name) or not secret:
+    if not sep or not _NAME.match(name):
         name, secret = DEFAULT_ACTOR, spec
     if not secret.strip() or any(c.isspace() for c in secret):
         raise ConfigurationError(

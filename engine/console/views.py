@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from sagalog.replay.events import (
     TERMINAL_TYPES,
     ChildCompleted,
@@ -243,3 +244,22 @@ def session_detail(state: SessionState, events: Iterable[Event], redactor: Redac
         "attributes": redactor.plain(state.attributes),
         "events": [event_json(e, redactor) for e in events],
     }
+
+
+# --- metrics -----------------------------------------------------------------------
+
+
+def metric_values(registry: CollectorRegistry) -> dict[str, float]:
+    """Every sample of a Prometheus registry as ``{name{label="v"}: value}``.
+
+    Histogram buckets and ``_created`` timestamps are left out: the summary
+    shows counts, sums and gauges, and Prometheus has the rest.
+    """
+    values: dict[str, float] = {}
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name.endswith(("_bucket", "_created")):
+                continue
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return values

@@ -36,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add("--log-level", help="DEBUG, INFO, WARNING or ERROR (SAGALOG_LOG_LEVEL; default: INFO)")
     add("--metrics-port", type=int, metavar="PORT",
         help="serve Prometheus metrics on this port (SAGALOG_METRICS_PORT; default: off)")
+    add("--dashboard-port", type=int, metavar="PORT",
+        help="serve the operator's console on this port (SAGALOG_DASHBOARD_PORT; default: off)")
+    add("--dashboard-host", metavar="HOST",
+        help="address the console listens on (SAGALOG_DASHBOARD_HOST; default: 127.0.0.1)")
+    add("--dashboard-token", action="append", metavar="TOKEN",
+        help="console token NAME=SECRET or SECRET, repeatable (SAGALOG_DASHBOARD_TOKEN, comma-separated)")
     parser.set_defaults(run=run)
 
 
@@ -53,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
         worker_id=args.worker_id,
         log_level=args.log_level,
         metrics_port=args.metrics_port,
+        dashboard_port=args.dashboard_port,
+        dashboard_host=args.dashboard_host,
+        dashboard_token=",".join(args.dashboard_token) if args.dashboard_token else None,
     )
     for module in args.modules:
         check_importable(module)
