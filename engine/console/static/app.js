@@ -31,6 +31,11 @@ function h(tag, attrs = {}, ...children) {
 
 const $ = (id) => document.getElementById(id);
 
+/** Replace an element's children; arrays are flattened and null/false left out, as in h(). */
+function fill(el, ...children) {
+  el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
+}
+
 function badge(status) {
   return h("span", {class: `badge st-${status}`, "data-testid": "status-badge"}, status.replace("_", " "));
 }
@@ -169,17 +174,20 @@ function setLive(on) {
   button.title = on ? "Refreshing every 2 seconds: click to pause" : "Paused: click to refresh every 2 seconds";
 }
 
+const SUMMARY_EVERY = 5;  // ticks: the summary folds many instances, so every 10 s is enough
+let ticks = 0;
+
 async function refreshSummary() {
   summary = await api("api/summary");
   const counts = summary.instances || {};
   const shown = STATUSES.filter((s) => counts[s]);
-  $("summary").replaceChildren(...shown.map((s) => h("span", {class: `count st-${s}`}, `${counts[s]} ${s.replace("_", " ")}`)));
+  fill($("summary"), shown.map((s) => h("span", {class: `count st-${s}`}, `${counts[s]} ${s.replace("_", " ")}`)));
 }
 
-async function refresh() {
+async function refresh({summaryToo = true} = {}) {
   const view = current;
   try {
-    await refreshSummary();
+    if (summaryToo) await refreshSummary();
     if (view) await view.refresh();
     clearError();
   } catch (err) {
@@ -188,7 +196,10 @@ async function refresh() {
 }
 
 async function loop() {
-  if (live && !document.hidden && !$("confirm-dialog").open && !tokenPrompt) await refresh();
+  if (live && !document.hidden && !$("confirm-dialog").open && !tokenPrompt) {
+    ticks += 1;
+    await refresh({summaryToo: ticks % SUMMARY_EVERY === 0});
+  }
   setTimeout(loop, REFRESH_MS);
 }
 
@@ -200,7 +211,7 @@ function route() {
   const [kind, ...rest] = hash.split("/");
   const id = rest.join("/");
   const main = $("view");
-  main.replaceChildren();
+  fill(main);
   if (kind === "instances" && id) current = instanceView(main, id);
   else if (kind === "sessions" && id) current = sessionView(main, id);
   else if (kind === "sessions") current = sessionListView(main);
@@ -258,7 +269,7 @@ function instanceListView(main) {
     const key = JSON.stringify([counts, [...listFilters.statuses]]);
     if (key === lastChips) return;  // redrawing would replace buttons under the pointer
     lastChips = key;
-    chips.replaceChildren(...STATUSES.map((s) => h("button", {
+    fill(chips, STATUSES.map((s) => h("button", {
       type: "button", class: `chip st-${s}`, "data-status": s,
       "aria-pressed": String(listFilters.statuses.has(s)),
       onclick: () => {
@@ -270,11 +281,22 @@ function instanceListView(main) {
     }, s.replace("_", " "), h("span", {class: "n"}, String(counts[s] || 0)))));
   }
 
+  let lastMetrics = "";
+
   function drawMetrics() {
     const entries = Object.entries(summary.metrics || {});
-    metrics.replaceChildren(...(entries.length ? [h("details", {},
-      h("summary", {}, "Worker metrics"),
-      h("dl", {class: "kv"}, entries.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))])))] : []));
+    const workers = summary.workers || [];
+    const key = JSON.stringify([entries, workers, summary.truncated]);
+    if (key === lastMetrics) return;  // keep an opened <details> open
+    lastMetrics = key;
+    const wasOpen = Boolean(metrics.querySelector("details[open]"));
+    fill(metrics,
+      summary.truncated ? h("p", {class: "muted"}, `Status counts cover the ${summary.scanned} most recent instances.`) : null,
+      ...workers.map((w) => h("p", {class: "muted"},
+        `Worker ${w.id}: ${w.in_flight} in flight${w.draining ? " (draining)" : ""}`)),
+      entries.length ? h("details", {open: wasOpen},
+        h("summary", {}, "Worker metrics"),
+        h("dl", {class: "kv"}, entries.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))]))) : null);
   }
 
   return {
@@ -289,7 +311,7 @@ function instanceListView(main) {
       const rowsKey = JSON.stringify(data.instances);
       if (rowsKey === lastRows) return;  // unchanged: keep the DOM (and any focus) as it is
       lastRows = rowsKey;
-      tbody.replaceChildren(...data.instances.map((i) => h("tr", {"data-testid": "instance-row", "data-id": i.id,
+      fill(tbody, data.instances.map((i) => h("tr", {"data-testid": "instance-row", "data-id": i.id,
         "data-status": i.status},
         h("td", {}, h("a", {href: `#/instances/${enc(i.id)}`}, i.id)),
         h("td", {}, i.workflow),
@@ -398,7 +420,7 @@ function instanceView(main, id) {
     const data = await api(`api/instances/${enc(id)}/state?version=${version}`);
     if (seq !== stateSeq) return;
     shownVersion = version;
-    stateStatus.replaceChildren(badge(data.status));
+    fill(stateStatus, badge(data.status));
     stateJson.textContent = pretty(data.state);
   }
 
@@ -416,18 +438,18 @@ function instanceView(main, id) {
     if (key === lastHead) return;  // keep the buttons: one may be under the pointer
     lastHead = key;
     const session = data.session_id || (data.state && data.state.session_id);
-    head.replaceChildren(
+    fill(head,
       h("h1", {}, data.id), badge(data.status),
       h("span", {class: "muted"}, ` ${data.workflow} · ${data.version} events`,
         session ? [" · session ", h("a", {href: `#/sessions/${enc(session)}`}, session)] : null));
-    actions.replaceChildren(...ACTIONS.filter((a) => a.when(data)).map((a) => h("button", {
+    fill(actions, ACTIONS.filter((a) => a.when(data)).map((a) => h("button", {
       type: "button", class: a.danger ? "danger" : "", "data-testid": `action-${a.path}`,
       onclick: () => openConfirm(a, data),
     }, a.label)));
     const rows = [["Workflow", data.workflow], ["Input", data.input], ["Result", data.result],
       ["Error", errorText(data.error)], ["Parked because", data.parked_reason],
       ["Cancel requested", data.cancel_requested]];
-    details.replaceChildren(...rows.filter(([, v]) => v !== null && v !== undefined && v !== "")
+    fill(details, rows.filter(([, v]) => v !== null && v !== undefined && v !== "")
       .flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, typeof v === "string" ? v : h("code", {}, compact(v, 2000)))]));
   }
 
@@ -438,10 +460,10 @@ function instanceView(main, id) {
     const t0 = Math.min(...starts);
     const t1 = Math.max(...ends, open ? Date.now() : -Infinity);
     const span = Math.max(t1 - t0, 1);
-    axis.replaceChildren(...(starts.length ? [h("span"), h("div", {class: "axis-scale"},
+    fill(axis, (starts.length ? [h("span"), h("div", {class: "axis-scale"},
       h("span", {}, fmtTime(new Date(t0).toISOString())), h("span", {}, `total ${fmtDuration(t1 - t0)}`),
       h("span", {}, fmtTime(new Date(t1).toISOString())))] : []));
-    timeline.replaceChildren(...steps.map((s) => {
+    fill(timeline, steps.map((s) => {
       const start = Date.parse(s.started_at);
       const end = s.ended_at ? Date.parse(s.ended_at) : (s.started_at ? Date.now() : NaN);
       const left = Number.isFinite(start) ? ((start - t0) / span) * 100 : 0;
@@ -466,7 +488,7 @@ function instanceView(main, id) {
 
   function drawEvents() {
     eventsCount.textContent = String(events.length);
-    eventsBody.replaceChildren(...events.map((e) => h("tr", {},
+    fill(eventsBody, events.map((e) => h("tr", {},
       h("td", {class: "num"}, String(e.version)), timeCell(e.recorded_at), h("td", {}, e.type),
       h("td", {}, h("code", {}, compact(e.data))), metaCell(e.metadata))));
   }
@@ -479,10 +501,13 @@ function instanceView(main, id) {
       info = data;
       drawHead(data);
       const key = JSON.stringify([tl.steps, tl.events.length, tl.version]);
-      if (key !== lastEvents) {
-        lastEvents = key;
+      const growing = tl.steps.some((s) => s.started_at && !s.ended_at);  // open bars grow until now
+      if (key !== lastEvents || growing) {
         events = tl.events;
         drawTimeline(tl.steps);
+      }
+      if (key !== lastEvents) {
+        lastEvents = key;
         drawEvents();
       }
       slider.max = String(data.version);
@@ -508,7 +533,7 @@ function openConfirm(action, instance) {
   });
   $("confirm-title").textContent = action.title;
   $("confirm-text").textContent = `${action.text} Instance ${instance.id} (${instance.workflow}) is ${instance.status}.`;
-  $("confirm-fields").replaceChildren(...fields);
+  fill($("confirm-fields"), fields);
   $("confirm-error").hidden = true;
   const ok = $("confirm-ok");
   ok.textContent = action.confirm || action.label;
@@ -572,7 +597,7 @@ function sessionListView(main) {
       if (sessionFilters.status) params.set("status", sessionFilters.status);
       const data = await api(`api/sessions?${params}`);
       if (stale()) return;
-      tbody.replaceChildren(...data.sessions.map((s) => h("tr", {"data-testid": "session-row", "data-id": s.id},
+      fill(tbody, data.sessions.map((s) => h("tr", {"data-testid": "session-row", "data-id": s.id},
         h("td", {}, h("a", {href: `#/sessions/${enc(s.id)}`}, s.id)),
         h("td", {}, s.kind), h("td", {}, badge(s.status)),
         timeCell(s.opened_at), timeCell(s.expires_at),
@@ -601,15 +626,15 @@ function sessionView(main, id) {
     refresh: guarded(async (stale) => {
       const s = await api(`api/sessions/${enc(id)}`);
       if (stale()) return;
-      head.replaceChildren(h("h1", {}, s.id), badge(s.status), h("span", {class: "muted"}, ` ${s.kind}`));
-      details.replaceChildren(
+      fill(head, h("h1", {}, s.id), badge(s.status), h("span", {class: "muted"}, ` ${s.kind}`));
+      fill(details,
         h("dt", {}, "Opened"), h("dd", {}, fmtTime(s.opened_at)),
         h("dt", {}, "Expires"), h("dd", {}, s.expires_at ? fmtTime(s.expires_at) : "never"),
         h("dt", {}, "Attributes"), h("dd", {}, h("pre", {class: "json"}, pretty(s.attributes || {}))));
-      workflows.replaceChildren(...(s.workflows.length
+      fill(workflows, (s.workflows.length
         ? s.workflows.map((w) => h("li", {}, h("a", {href: `#/instances/${enc(w)}`}, w)))
         : [h("li", {class: "muted"}, "none")]));
-      eventsBody.replaceChildren(...(s.events || []).map((e) => h("tr", {},
+      fill(eventsBody, (s.events || []).map((e) => h("tr", {},
         h("td", {class: "num"}, String(e.version)), timeCell(e.recorded_at), h("td", {}, e.type),
         h("td", {}, h("code", {}, compact(e.data))), metaCell(e.metadata))));
     }),
