@@ -208,6 +208,8 @@ class Worker:
         log.info("worker %s stopped", self.owner)
 
     async def _serve_console(self, *, task_status: anyio.abc.TaskStatus[int]) -> None:
+        """Serve the operator's console (``--dashboard-port``) with this worker's metrics."""
+        # Imported here: a worker without a console never loads the HTTP server.
         from sagalog.engine.console import serve_console
         from sagalog.engine.console.views import metric_values
 

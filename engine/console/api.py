@@ -342,7 +342,7 @@ class Console:
             "instances": instances,
             "sessions": sessions,
             "scanned": min(scanned, SUMMARY_SCAN),
-            "truncated": scanned > SUMMARY_SCAN or (scanned == SUMMARY_SCAN and bool(instances)),
+            "truncated": scanned >= SUMMARY_SCAN,
             "workers": self.workers() if self.workers is not None else [],
             "metrics": dict(self.metrics()) if self.metrics is not None else {},
             "now": iso(self.journal.clock.now()),

@@ -29,6 +29,7 @@ import h11
 log = logging.getLogger("sagalog.console")
 
 MAX_RECV = 65536
+_LINGER_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_BODY = 1024 * 1024
 """Largest request body accepted (1 MiB); larger ones get 413."""
 
@@ -151,7 +152,10 @@ class HttpServer:
                     if response is None:
                         return
                     await self._send(conn, stream, response)
-                    if not keep or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    if conn.their_state is not h11.DONE and conn.their_state is not h11.CLOSED:
+                        await _linger(stream)
+                        return
+                    if not keep or conn.our_state is not h11.DONE:
                         return
                     conn.start_next_cycle()
 
@@ -169,6 +173,8 @@ class HttpServer:
             declared = head.header("content-length")
             if declared.isdigit() and int(declared) > self.max_body:
                 return self._too_large(), False  # not read: the connection closes after the answer
+            if conn.they_are_waiting_for_100_continue:  # curl does for bodies over 1 KiB
+                await stream.send(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
             with anyio.move_on_after(self.request_timeout) as slow:
                 body = await self._body(conn, stream)
             if slow.cancelled_caught:
@@ -262,6 +268,24 @@ async def _next(conn: h11.Connection, stream: anyio.abc.SocketStream) -> Any:
         except (anyio.EndOfStream, anyio.BrokenResourceError):
             data = b""
         conn.receive_data(data)
+
+
+async def _linger(stream: anyio.abc.SocketStream) -> None:
+    """Close after an answer sent before the request's body was read (413).
+
+    Closing a socket with unread data makes the kernel send a reset, which
+    can destroy the answer before the client reads it. So: stop sending,
+    then read and drop what the client still sends, for a bounded time and
+    amount, until it closes its side.
+    """
+    with contextlib.suppress(
+        anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, OSError
+    ):
+        await stream.send_eof()
+        with anyio.move_on_after(2.0):
+            dropped = 0
+            while dropped < _LINGER_BYTES:
+                dropped += len(await stream.receive(MAX_RECV))
 
 
 def _remote(stream: anyio.abc.SocketStream) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
-from conftest import Http, Stack
+from console_helpers import Http, Stack
 from console_workflows import LATE
 from sagalog.engine.console import serve_console
 from sagalog.engine.sessions import Sessions

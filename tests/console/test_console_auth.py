@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
-from conftest import Http, running_stack
+from console_helpers import Http, running_stack
 from sagalog.engine.console.auth import Tokens, is_loopback, parse_token, resolve_tokens
+from sagalog.replay.inspect import print_timeline
 
 from sagalog.errors import ConfigurationError
 
@@ -50,6 +53,10 @@ async def test_every_api_route_needs_a_configured_token(backend_url: str) -> Non
         assert metadata["SignalReceived"]["actor"] == "operator"  # a bare secret's actor
         assert metadata["CancelRequested"]["actor"] == "alice"
         assert metadata["CancelRequested"]["remote"] == "127.0.0.1"
+        # `sagalog replay show ID --full` shows who did it.
+        shown = io.StringIO()
+        await print_timeline(stack.journal, "w", out=shown, full=True, colour=False)
+        assert '"actor": "alice"' in shown.getvalue() and '"via": "console"' in shown.getvalue()
 
 
 def test_tokens_parse_names_and_refuse_bad_ones() -> None:

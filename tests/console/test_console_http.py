@@ -6,7 +6,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import Http
+from console_helpers import Http
 from sagalog.engine.console import Console, HttpServer, Request, Response
 from sagalog.storage import connect
 
