@@ -3,9 +3,10 @@
 ``shop.place_order`` reserves, charges (the card network times out once, so
 that step shows two attempts), books a courier and ships; an order with
 ``"boxes": 0`` fails to ship for good, and the saga compensates the three
-steps before it in reverse order. ``shop.hold_order``
-reserves and then waits for an ``approved`` signal, so it stays running until
-someone signals or cancels it.
+steps before it in reverse order (and when the order id starts with ``STUCK``,
+the refund fails and the saga waits in ``compensation_failed`` for an
+operator). ``shop.hold_order`` reserves and then waits for an ``approved``
+signal, so it stays running until someone signals or cancels it.
 """
 
 from __future__ import annotations
@@ -46,10 +47,16 @@ async def charge_card(order: dict[str, Any]) -> str:
     return f"PAY-{order['id']}"
 
 
-@step(name="refund_card")
+class RefundRefused(Exception):
+    """The bank will not refund: the compensation fails and waits for an operator."""
+
+
+@step(name="refund_card", retry=Retry.fixed(0.1, attempts=2))
 async def refund_card(payment: str) -> None:
-    """Undo charge_card."""
+    """Undo charge_card; the bank refuses refunds of orders whose id starts with STUCK."""
     await anyio.sleep(WORK / 2)
+    if payment.startswith("PAY-STUCK"):
+        raise RefundRefused(f"the bank refused to refund {payment}")
 
 
 @step(name="book_courier")

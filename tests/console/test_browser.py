@@ -399,3 +399,40 @@ def see_the_session(page: Page) -> None:
     assert "checkout" in page.main_text() and '"user": "ann"' in page.main_text()
     page.driver.find_element("link text", "Sessions").click()
     page.until(lambda d: [r.get_attribute("data-id") for r in page.all("session-row")] == ["cart-ann"])
+
+
+def test_operator_skips_a_failed_compensation(console: Console, driver: Any, artifacts: Path) -> None:
+    """A refund the bank refuses leaves the saga in compensation_failed; the operator
+    sees the failed compensation, skips it from the page, and the saga finishes compensating."""
+    from sagalog.engine import SyncClient
+
+    with SyncClient(console.db, modules=["shop_workflows"]) as client:
+        client.start("shop.place_order", {"id": "STUCK-2001", "boxes": 0}, id="order-2001")
+    wait_until("order-2001 to wait for an operator",
+               lambda: console.status("order-2001") == "compensation_failed")
+    page = Page(driver)
+    driver.get(console.url + "/#/instances/order-2001")
+    give_token(page)
+    page.until(lambda d: page.text("status-badge") == "compensation failed")
+    rows = {r.get_attribute("data-name"): r for r in page.all("timeline-row")}
+    assert "failed" in rows["refund_card"].text and "the bank refused" in rows["refund_card"].text
+    assert "release_stock" not in rows  # the compensations after it wait
+    buttons = page.driver.find_elements("css selector", ".actions button")
+    shown = sorted(b.get_attribute("data-testid") for b in buttons)
+    assert shown == ["action-retry", "action-skip-compensation"]
+
+    page.one("action-skip-compensation").click()
+    page.visible("confirm-dialog")
+    reason = page.by_id("confirm-reason")
+    reason.clear()
+    reason.send_keys("refunded by bank transfer, ticket 4711")
+    screenshot(driver, artifacts / "dashboard-skip-compensation.png")
+    page.by_id("confirm-ok").click()
+    page.gone("confirm-dialog")
+    page.until(lambda d: page.text("status-badge") == "compensated")
+    assert page.timeline()[-1] == ("compensation", "release_stock")
+
+    events = journal_events(console.db, "order-2001")
+    skipped = [meta for kind, meta, _ in events if kind == "CompensationSkipped"]
+    assert len(skipped) == 1
+    assert skipped[0]["actor"] == ACTOR and skipped[0]["reason"] == "refunded by bank transfer, ticket 4711"

@@ -291,7 +291,8 @@ function instanceListView(main) {
     lastMetrics = key;
     const wasOpen = Boolean(metrics.querySelector("details[open]"));
     fill(metrics,
-      summary.truncated ? h("p", {class: "muted"}, `Status counts cover the ${summary.scanned} most recent instances.`) : null,
+      summary.truncated
+        ? h("p", {class: "muted"}, `Status counts cover the ${summary.scanned} most recent instances.`) : null,
       ...workers.map((w) => h("p", {class: "muted"},
         `Worker ${w.id}: ${w.in_flight} in flight${w.draining ? " (draining)" : ""}`)),
       entries.length ? h("details", {open: wasOpen},
@@ -470,8 +471,9 @@ function instanceView(main, id) {
       const width = Number.isFinite(end) ? Math.max(((end - start) / span) * 100, 0.6) : 0;
       const wait = ["timer", "signal", "child"].includes(s.kind);
       const undone = steps.find((o) => o.kind === "step" && o.index === s.undoes);
-      const meta = [undone ? `undoes ${undone.name}` : "", s.status, s.attempts > 1 ? `${s.attempts} attempts` : s.attempts === 1 ? "1 attempt" : "",
-        fmtDuration(s.duration_ms)].filter(Boolean).join(" · ");
+      const attempts = s.attempts ? `${s.attempts} attempt${s.attempts > 1 ? "s" : ""}` : "";
+      const meta = [undone ? `undoes ${undone.name}` : "", s.status, attempts, fmtDuration(s.duration_ms)]
+        .filter(Boolean).join(" · ");
       return h("li", {class: `tl-row kind-${s.kind} ${wait ? "kind-wait" : ""} status-${s.status}`,
         "data-testid": "timeline-row", "data-kind": s.kind, "data-name": s.name, "data-status": s.status},
         h("div", {class: "tl-label"},
@@ -532,7 +534,8 @@ function openConfirm(action, instance) {
     return h("div", {class: "field"}, h("label", {for: `confirm-${f.name}`}, f.label), input);
   });
   $("confirm-title").textContent = action.title;
-  $("confirm-text").textContent = `${action.text} Instance ${instance.id} (${instance.workflow}) is ${instance.status}.`;
+  $("confirm-text").textContent =
+    `${action.text} Instance ${instance.id} (${instance.workflow}) is ${instance.status.replace("_", " ")}.`;
   fill($("confirm-fields"), fields);
   $("confirm-error").hidden = true;
   const ok = $("confirm-ok");
