@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import random
+import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -28,14 +29,18 @@ import anyio
 import anyio.abc
 import msgspec
 from cachetools import LRUCache
+from sagalog.engine import logs
 from sagalog.engine.breaker import Breakers
+from sagalog.engine.observer import NULL_OBSERVER, Observer, StepOutcome
 from sagalog.engine.retry import DEFAULT_RETRY, RetryPolicy, resolve_policy
 from sagalog.engine.session_steps import register_session_steps
 from sagalog.engine.sessions import Sessions
-from sagalog.engine.steps import outcome_event, run_attempt
-from sagalog.engine.workflow import DEFAULT_REGISTRY, Registry, StepContext, Workflow
+from sagalog.engine.steps import Attempt, outcome_event, run_attempt
+from sagalog.engine.tracing import TRACEPARENT, TRACING, trace_id_of
+from sagalog.engine.workflow import DEFAULT_REGISTRY, Registry, Step, StepContext, Workflow
 from sagalog.replay.events import (
     CHILD_ID_IN_USE,
+    DECISION_TYPES,
     CancelRequested,
     ChildCancelRequested,
     ChildCompleted,
@@ -65,7 +70,7 @@ from sagalog.replay.events import (
 from sagalog.replay.executor import Executor, StepTask, default_decode
 from sagalog.replay.folding import fold_events, load_state
 from sagalog.replay.saga import TERMINAL, SagaFold, SagaState, apply_event, ready_at
-from sagalog.storage import NO_STREAM, Journal, Schedule, Snapshot, check_stream_id, encode_value
+from sagalog.storage import NO_STREAM, Event, Journal, Schedule, Snapshot, check_stream_id, encode_value
 
 from sagalog.clock import SYSTEM_CLOCK, Clock
 from sagalog.errors import (
@@ -95,6 +100,19 @@ class _Live(msgspec.Struct):
     fresh: bool = False
     """Read by :meth:`Runner.preload` after a claim and not used since: the next
     load trusts it without reading the tail."""
+    decided: bool = False
+    """The history holds a decision: the instance has run before (for metrics)."""
+    meta: dict[str, str] = {}
+    """Metadata of the events appended for it: the worker and the instance's trace."""
+
+    @property
+    def traceparent(self) -> str | None:
+        """The instance's trace context, once known."""
+        return self.meta.get(TRACEPARENT)
+
+    def set_trace(self, traceparent: str | None, worker_meta: dict[str, str]) -> None:
+        """Carry ``traceparent`` on the events appended from now on (None: keep none)."""
+        self.meta = {**worker_meta, TRACEPARENT: traceparent} if traceparent else worker_meta
 
 
 class _Handoff(msgspec.Struct):
@@ -166,6 +184,10 @@ class Runner:
         self._inflight: dict[str, dict[int, anyio.CancelScope]] = {}
         self._rng = random.Random()
         self._meta = {"worker": self.worker_id}
+        self.observer: Observer = NULL_OBSERVER
+        """Told what is worth counting (a worker's metrics; see WorkerMetrics.observe_runner)."""
+        self.tracing = TRACING
+        """Starts the spans of instances and attempts (a no-op without OpenTelemetry)."""
         # -- sessions (issue 5): ctx.session commands run as built-in steps with
         # these Sessions; ending a session cancels or signals its bound instances.
         self.sessions = Sessions(journal, clock=clock, workflows=self)
@@ -204,16 +226,20 @@ class Runner:
                 f"workflow {wf.name!r} runs in a session: start it with session_id=... "
                 "(open one with Sessions.open)"
             )
-        await self._create(instance_id, WorkflowStarted(wf.name, data, session_id=session_id))
+        trace = self.tracing.start_trace(f"start {wf.name}", {"sagalog.instance_id": instance_id})
+        meta = {**self._meta, TRACEPARENT: trace} if trace else self._meta
+        await self._create(instance_id, WorkflowStarted(wf.name, data, session_id=session_id), meta)
         return instance_id
 
-    async def _create(self, instance_id: str, started: WorkflowStarted) -> None:
+    async def _create(
+        self, instance_id: str, started: WorkflowStarted, meta: dict[str, str] | None = None
+    ) -> None:
         stream = stream_id(instance_id)
         try:
             await self.journal.append(
                 stream,
                 NO_STREAM,
-                [encode_event(started, self._meta)],
+                [encode_event(started, meta or self._meta)],
                 schedule=Schedule(self.clock.now()),
             )
         except ConcurrencyError:
@@ -409,7 +435,8 @@ class Runner:
             raise WorkflowError(f"workflow {instance_id!r} is {state.status}, not parked")
         self.cache.pop(instance_id, None)
         async with self._lock(instance_id):
-            live = await self._replay(instance_id, await self._read(instance_id), park=False)
+            pairs, trace = await self._read(instance_id)
+            live = await self._replay(instance_id, pairs, park=False, trace=trace)
             await self._commit(live, [WorkflowUnparked(actor)], start=False)
             return live.state
 
@@ -423,10 +450,31 @@ class Runner:
         every decision, until it waits for time, a signal or a child, or ends.
         Parks it when its workflow is unknown, non-deterministic or undecodable.
         """
+        token = logs.bind(instance_id=instance_id)
+        try:
+            with contextlib.ExitStack() as span:
+                return await self._advance(instance_id, span)
+        finally:
+            logs.reset(token)
+
+    async def _advance(self, instance_id: str, span: contextlib.ExitStack) -> SagaState:
+        def loaded(live: _Live) -> None:
+            """Once the workflow is known: its span (the steps' parent) and log fields."""
+            if opened:
+                return  # a retried commit loads again
+            opened.append(live)
+            name = live.workflow.name
+            attributes = {"sagalog.instance_id": instance_id, "sagalog.workflow": name}
+            handle = span.enter_context(self.tracing.span(f"workflow {name}", live.traceparent, attributes))
+            if live.traceparent is None and handle.traceparent:
+                live.set_trace(handle.traceparent, self._meta)  # this span roots the trace
+            logs.update(workflow=name, trace_id=trace_id_of(live.traceparent))
+
+        opened: list[_Live] = []
         async with anyio.create_task_group() as tg:
             handoff: list[_Handoff] = []
             try:
-                first = await self._tick(instance_id, [], tg, claimed=True, handoff=handoff)
+                first = await self._tick(instance_id, [], tg, claimed=True, handoff=handoff, loaded=loaded)
             except BaseException:
                 self._drop_handoff(instance_id, handoff)
                 raise
@@ -472,7 +520,8 @@ class Runner:
                 state = _fold(self._fold.initial(stream_id(instance_id)), pairs)
                 if state.status in ("parked", *TERMINAL):
                     continue
-                live = await self._replay(instance_id, pairs, park=False, state=state)
+                trace = _trace_of(stored)
+                live = await self._replay(instance_id, pairs, park=False, state=state, trace=trace)
             except (UnknownWorkflowError, NonDeterminismError, DecodingError):
                 continue
             live.fresh = True
@@ -528,6 +577,7 @@ class Runner:
         own: bool = False,
         claimed: bool = False,
         handoff: list[_Handoff] | None = None,
+        loaded: Callable[[_Live], None] | None = None,
     ) -> SagaState:
         """Commit ``inputs`` and what follows from them; start due steps when ``tg`` is given.
 
@@ -545,6 +595,8 @@ class Runner:
                     except _Idle as idle:
                         state, decided = idle.state, []
                     else:
+                        if loaded is not None:
+                            loaded(live)
                         decided = await self._commit_all(live, inputs, tg, handoff)
                         state = live.state
             except ConcurrencyError:
@@ -567,7 +619,9 @@ class Runner:
         decided: list[WorkflowEvent] = []
         while True:
             now = self.clock.now()
-            pending += [TimerFired(seq) for seq in ex.due_timers(now)]
+            for seq in ex.due_timers(now):
+                self.observer.timer_fired(live.workflow.name, (now - ex.timers[seq]).total_seconds())
+                pending.append(TimerFired(seq))
             pending += [SignalTimedOut(seq) for seq in ex.due_timeouts(now)]
             started, decisions = await self._commit(live, pending, start=tg is not None)
             decided += decisions
@@ -616,16 +670,16 @@ class Runner:
         context = StepContext(
             instance_id, wf.name, task.name, task.seq, task.attempt, sessions=self.sessions
         )
-        attempt = None
         running = self._inflight.get(instance_id, {})
         handoff: list[_Handoff] = []
         try:
-            with scope:
-                attempt = await run_attempt(step, task, context, policy.timeout, self.clock, self.breakers)
+            timeout = policy.timeout
+            attempt, seconds = await self._attempt(instance_id, wf, step, task, scope, context, timeout)
             if attempt is None or scope.cancel_called:
                 return None  # abandoned: the step was cancelled (a gather failed fast, or a cancel)
             self.steps_run += 1
             event = outcome_event(task, attempt, policy, self.clock.now(), self._rng)
+            self.observer.step_attempt(wf.name, task.name, task.kind, task.attempt, _outcome(event), seconds)
             # Still marked as running here until its outcome is committed, so a
             # concurrent commit does not take it for a crashed attempt.
             await self._tick(instance_id, [event], tg, own=True, handoff=handoff)
@@ -637,6 +691,39 @@ class Runner:
                 del running[task.seq]
         return handoff[0] if handoff else None
 
+    async def _attempt(
+        self,
+        instance_id: str,
+        wf: Workflow,
+        step: Step,
+        task: StepTask,
+        scope: anyio.CancelScope,
+        context: StepContext,
+        timeout: float | None,
+    ) -> tuple[Attempt | None, float]:
+        """Run one attempt in its span, its log fields bound; (None, _) when cancelled."""
+        token = logs.bind(step=task.name, attempt=task.attempt)
+        attributes: dict[str, str | int] = {
+            "sagalog.instance_id": instance_id,
+            "sagalog.workflow": wf.name,
+            "sagalog.step": task.name,
+            "sagalog.attempt": task.attempt,
+        }
+        attempt = None
+        try:
+            # The parent is the current span: the advance (``workflow <name>``) this runs in.
+            with self.tracing.span(f"{task.kind} {task.name}", None, attributes) as span:
+                # Real elapsed time for the duration metric (a measurement, not a decision).
+                started = time.perf_counter()
+                with scope:
+                    attempt = await run_attempt(step, task, context, timeout, self.clock, self.breakers)
+                seconds = time.perf_counter() - started
+                if attempt is not None and attempt.error is not None:
+                    span.fail(attempt.error)
+            return attempt, seconds
+        finally:
+            logs.reset(token)
+
     def _drop_handoff(self, instance_id: str, handoff: list[_Handoff]) -> None:
         """Forget a handed-off step that will not run here, so the next commit restarts it."""
         running = self._inflight.get(instance_id, {})
@@ -646,11 +733,12 @@ class Runner:
 
     # -- loading ------------------------------------------------------------------
 
-    async def _read(self, instance_id: str) -> list[tuple[int, WorkflowEvent]]:
+    async def _read(self, instance_id: str) -> tuple[list[tuple[int, WorkflowEvent]], str | None]:
+        """The decoded history and the instance's trace context (see :func:`_trace_of`)."""
         stored = await self.journal.read_stream(stream_id(instance_id))
         if not stored:
             raise NotFoundError(f"no workflow instance {instance_id!r}")
-        return [(event.version, decode_event(event)) for event in stored]
+        return [(event.version, decode_event(event)) for event in stored], _trace_of(stored)
 
     async def _load(self, instance_id: str, *, trust_cache: bool = False, trust_fresh: bool = False) -> _Live:
         """The instance's live executor, from the cache (caught up) or replayed.
@@ -674,6 +762,8 @@ class Runner:
             tail = await self.journal.read_stream(stream_id(instance_id), live.state.version + 1)
             if not tail:
                 return live
+            if live.traceparent is None:  # another worker may have started the trace meanwhile
+                live.set_trace(_trace_of(tail), self._meta)
             try:
                 pairs = [(event.version, decode_event(event)) for event in tail]
                 live.executor.now = self.clock.now()
@@ -688,10 +778,10 @@ class Runner:
                 return live
         self.cache_misses += 1
         try:
-            pairs = await self._read(instance_id)
+            pairs, trace = await self._read(instance_id)
         except DecodingError as exc:
             raise _Idle(await self._park(instance_id, "undecodable", str(exc))) from None
-        return await self._replay(instance_id, pairs, park=True)
+        return await self._replay(instance_id, pairs, park=True, trace=trace)
 
     async def _replay(
         self,
@@ -700,6 +790,7 @@ class Runner:
         *,
         park: bool,
         state: SagaState | None = None,
+        trace: str | None = None,
     ) -> _Live:
         if state is None:
             state = await self._state_from(instance_id, pairs)
@@ -711,7 +802,9 @@ class Runner:
                 wf.fn, instance_id, wf.name, decode_args=wf.decode_args, decode_result=self._decode
             )
             executor.now = self.clock.now()  # the time of decisions not recorded yet
+            started = time.perf_counter()  # real elapsed time, for the replay duration metric
             executor.feed(pairs)
+            self.observer.replayed(wf.name, len(pairs), time.perf_counter() - started)
         except (UnknownWorkflowError, NonDeterminismError, DecodingError) as exc:
             if not park:
                 raise
@@ -719,7 +812,9 @@ class Runner:
             raise _Idle(
                 await self._park(instance_id, kind.get(type(exc), "undecodable"), str(exc), state)
             ) from None
-        live = _Live(executor, state, wf)
+        decided = any(isinstance(event, DECISION_TYPES) for _, event in pairs)
+        live = _Live(executor, state, wf, decided=decided)
+        live.set_trace(trace, self._meta)
         self.cache[instance_id] = live
         return live
 
@@ -751,6 +846,7 @@ class Runner:
         await self.journal.append(
             stream_id(instance_id), state.version, [encode_event(event, self._meta)], schedule=Schedule(None)
         )
+        self.observer.workflow_parked(state.workflow, kind)
         return apply_event(state, event, state.version + 1)
 
     async def _readable_state(self, instance_id: str) -> SagaState:
@@ -793,6 +889,8 @@ class Runner:
                 due = not task.running and (task.retry_at is None or task.retry_at <= now)
                 if crashed or due:
                     starts.append(StepStarted(task.seq, task.attempt + 1))
+                if crashed:
+                    self.observer.takeover(live.workflow.name)
             ex.feed([(ex.version + i, event) for i, event in enumerate(starts, 1)])
         events = [*inputs, *decisions, *starts]
         if not events:
@@ -809,7 +907,7 @@ class Runner:
             stored = await self.journal.append(
                 stream_id(ex.instance_id),
                 base,
-                [encode_event(event, self._meta) for event in events],
+                [encode_event(event, live.meta) for event in events],
                 schedule=Schedule(ready_at(state, now)),
             )
             self.appended.extend(event.position for event in stored)
@@ -820,9 +918,20 @@ class Runner:
             self.appending -= 1
             returned, self._returned = self._returned, anyio.Event()
             returned.set()
+        self._observe_commit(live, state, decisions)
         live.state = state
         await self._snapshot(ex.instance_id, base, state)
         return [ex.steps[e.seq] for e in starts if isinstance(e, StepStarted)], decisions
+
+    def _observe_commit(self, live: _Live, after: SagaState, decisions: Sequence[WorkflowEvent]) -> None:
+        """Count a first run and a reached end (the commit that recorded them succeeded)."""
+        name = live.workflow.name
+        if decisions and not live.decided:
+            live.decided = True
+            self.observer.workflow_started(name)
+        status = after.status
+        if status != live.state.status and (status in TERMINAL or status == "compensation_failed"):
+            self.observer.workflow_ended(name, status)
 
     async def _before_append(self, live: _Live, decisions: Sequence[WorkflowEvent]) -> list[ChildFailed]:
         """Create child instances and next runs before recording them (idempotent, crash-safe).
@@ -838,7 +947,7 @@ class Runner:
                         event.workflow, event.args, parent_id=parent, parent_seq=event.seq,
                         detached=event.detached, session_id=live.state.session_id,
                     )  # fmt: skip
-                    taken = await self._start_child(event.child_id, started)
+                    taken = await self._start_child(event.child_id, started, live.meta)
                     if taken is not None:
                         refused.append(
                             ChildFailed(event.seq, event.child_id, CHILD_ID_IN_USE, _IN_USE_TYPE, taken)
@@ -847,7 +956,7 @@ class Runner:
                     next_run = WorkflowStarted(
                         live.workflow.name, args, session_id=live.state.session_id, continued_from=parent
                     )
-                    await self._create(next_id, next_run)
+                    await self._create(next_id, next_run, live.meta)
                 case _:
                     pass
         return refused
@@ -906,7 +1015,7 @@ class Runner:
 
     # -- child ids already in use (like Temporal's WorkflowAlreadyStartedError) ----
 
-    async def _start_child(self, child_id: str, started: WorkflowStarted) -> str | None:
+    async def _start_child(self, child_id: str, started: WorkflowStarted, meta: dict[str, str]) -> str | None:
         """Create a child instance; why it cannot be when its id belongs to another instance.
 
         An instance with this id created by this same decision (a retry after a
@@ -915,7 +1024,7 @@ class Runner:
         stream = stream_id(child_id)
         try:
             await self.journal.append(
-                stream, NO_STREAM, [encode_event(started, self._meta)], schedule=Schedule(self.clock.now())
+                stream, NO_STREAM, [encode_event(started, meta)], schedule=Schedule(self.clock.now())
             )
             return None
         except ConcurrencyError:
@@ -963,6 +1072,24 @@ def _fold(state: SagaState, pairs: Sequence[tuple[int, WorkflowEvent]]) -> SagaS
     for version, event in pairs:
         state = apply_event(state, event, version)
     return state
+
+
+def _trace_of(stored: Sequence[Event]) -> str | None:
+    """The trace context of an instance: the first one its events carry (None: no trace yet)."""
+    for event in stored:
+        found = event.metadata.get(TRACEPARENT)
+        if found:
+            return found
+    return None
+
+
+def _outcome(event: WorkflowEvent) -> StepOutcome:
+    """How an attempt's outcome event counts in the metrics."""
+    if isinstance(event, StepCompleted | CompensationCompleted):
+        return "completed"
+    if isinstance(event, StepFailed) and event.retry_at is not None:
+        return "retrying"
+    return "failed"
 
 
 def _still_valid(ex: Executor, event: WorkflowEvent) -> bool:
