@@ -38,6 +38,11 @@ async def worker_on(
 
 async def http_get(port: int, path: str) -> tuple[int, str, bytes]:
     """(status code, content type, body) of ``GET path`` on localhost."""
+    with anyio.fail_after(10):
+        return await _get(port, path)
+
+
+async def _get(port: int, path: str) -> tuple[int, str, bytes]:
     async with await anyio.connect_tcp("127.0.0.1", port) as stream:
         await stream.send(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
         chunks = []
