@@ -100,10 +100,10 @@ async def tcp_proxy(target_host: str, target_port: int) -> AsyncIterator[tuple[i
             await sink.aclose()
 
     async def forward(client: anyio.abc.SocketStream) -> None:
-        async with client, await anyio.connect_tcp(target_host, target_port) as server:
-            async with anyio.create_task_group() as both:
-                both.start_soon(pipe, client, server)
-                both.start_soon(pipe, server, client)
+        server = await anyio.connect_tcp(target_host, target_port)
+        async with client, server, anyio.create_task_group() as both:
+            both.start_soon(pipe, client, server)
+            both.start_soon(pipe, server, client)
 
     async with anyio.create_task_group() as tg:
         listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
@@ -140,8 +140,7 @@ async def test_postgres_readyz_is_503_once_the_server_is_unreachable(pg_url: str
             assert f"127.0.0.1:{port}" in answer["reason"] or "did not answer" in answer["reason"]
             status, answer = await ready(worker.metrics_port)  # again: no connection left to borrow
             assert status == 503
-            with anyio.CancelScope(shield=True):
-                worker.shutdown()
-                worker.shutdown()  # no drain to wait for with the database gone
+            worker.shutdown()
+            worker.shutdown()  # no drain to wait for with the database gone
         with anyio.move_on_after(5):
             await journal.close()
