@@ -209,6 +209,7 @@ class Worker:
                 if self.settings.metrics_port is not None:
                     status = StatusServer(self.metrics.exposition, self.readiness, self.owner)
                     self.metrics_port = await service.start(status.serve, self.settings.metrics_port)
+                    service.start_soon(self.metrics.follow_sessions, self._journal, self._clock)
                     log.info("metrics on http://0.0.0.0:%d/metrics, /healthz, /readyz", self.metrics_port)
                 task_status.started()
                 try:

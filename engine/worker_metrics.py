@@ -11,17 +11,29 @@ instance id, so a million instances make no more series than one.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+import anyio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sagalog.engine.breaker import BreakerState
 from sagalog.engine.observer import StepOutcome
+from sagalog.replay import session_analytics
+from sagalog.storage import Journal
+
+from sagalog.clock import Clock
+from sagalog.errors import DatabaseError
 
 if TYPE_CHECKING:
     from sagalog.engine.runner import Runner
+
+log = logging.getLogger("sagalog.worker")
+
+SESSIONS_REFRESH = 30.0
+"""Seconds between updates of ``sagalog_sessions_open`` from the session projection."""
 
 CacheCounts = Callable[[], tuple[int, int]]
 """Returns (hits, misses) of the sticky cache so far."""
@@ -70,6 +82,21 @@ class _BreakerCollector(Collector):
         for step, state in sorted(self._states().items()):
             for name in BREAKER_STATES:
                 family.add_metric([step, name], 1.0 if state.status == name else 0.0)
+        yield family
+
+
+class _SessionsCollector(Collector):
+    """Sessions open now per kind, as last read from the session projection."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "sagalog_sessions_open", "Sessions open now in the namespace, per kind", labels=["kind"]
+        )
+        for kind, count in sorted(self._metrics.open_sessions.items()):
+            family.add_metric([kind], count)
         yield family
 
 
@@ -180,6 +207,11 @@ class WorkerMetrics:
             "sagalog_sessions_ended", "Sessions ended by this process (how: closed or expired)",
             ["kind", "how"], registry=r,
         )  # fmt: skip
+        self.open_sessions: dict[str, int] = {}
+        """Sessions open per kind, refreshed by :meth:`follow_sessions`."""
+        self.sessions_refresh = SESSIONS_REFRESH
+        """Seconds between refreshes of :attr:`open_sessions`."""
+        r.register(_SessionsCollector(self))
 
     # -- wiring ------------------------------------------------------------------
 
@@ -198,6 +230,27 @@ class WorkerMetrics:
         runner.sessions.observer = self
         runner.journal.observe_commits(self.journal_commit)
         self.watch_breakers(runner.breakers.states)
+
+    async def follow_sessions(self, journal: Journal, clock: Clock) -> None:
+        """Keep ``sagalog_sessions_open`` up to date until cancelled.
+
+        Every session's state lives in its own stream; the count per kind comes
+        from the session projection (:mod:`sagalog.replay.session_analytics`):
+        its stored copy first (saved back, so the next worker starts from
+        there), then the events appended since, every :attr:`sessions_refresh`
+        seconds. A database failure only delays the next update.
+        """
+        analytics: session_analytics.SessionAnalytics | None = None
+        while True:
+            try:
+                if analytics is None:
+                    analytics = await session_analytics.load(journal, save=True)
+                else:
+                    await session_analytics.catch_up(journal, analytics)
+                self.open_sessions = analytics.stats().open_by_kind
+            except DatabaseError as exc:
+                log.debug("could not update the open sessions: %s", exc)
+            await clock.sleep(self.sessions_refresh)
 
     # -- Observer ------------------------------------------------------------------
 

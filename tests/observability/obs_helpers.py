@@ -11,6 +11,7 @@ from obs_workflows import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from sagalog.engine.runner import Runner
 from sagalog.engine.worker import Worker
+from sagalog.engine.worker_metrics import WorkerMetrics
 from sagalog.engine.worker_process import RunnerHandler
 from sagalog.engine.worker_settings import WorkerSettings
 from sagalog.engine.workflow import Registry
@@ -21,7 +22,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 @asynccontextmanager
 async def worker_on(
-    journal: Journal, registry: Registry = REGISTRY, **settings: Any
+    journal: Journal, registry: Registry = REGISTRY, metrics: WorkerMetrics | None = None, **settings: Any
 ) -> AsyncIterator[Worker]:
     """A worker (Runner + RunnerHandler, metrics on a free port) running until the block ends."""
     runner = Runner(journal, registry, worker_id="obs-worker")
@@ -29,7 +30,8 @@ async def worker_on(
         "worker_id": "obs-worker", "poll_seconds": 0.05, "lease_seconds": 5.0, "metrics_port": 0,
     }  # fmt: skip
     values.update(settings)
-    worker = Worker(journal, RunnerHandler(runner, runner.sessions), WorkerSettings(**values))
+    handler = RunnerHandler(runner, runner.sessions)
+    worker = Worker(journal, handler, WorkerSettings(**values), metrics=metrics)
     async with anyio.create_task_group() as tg:
         await tg.start(worker.run)
         yield worker

@@ -199,3 +199,21 @@ async def test_sessions_opened_closed_and_expired_are_counted_per_kind() -> None
     assert metrics.value("sagalog_sessions_ended_total", kind="cart", how="closed") == 1
     assert metrics.value("sagalog_sessions_ended_total", kind="cart", how="expired") == 1
     assert metrics.value("sagalog_sessions_ended_total", kind="chat", how="expired") == 0
+
+
+async def test_open_sessions_per_kind_come_from_the_session_projection(journal: Journal) -> None:
+    from sagalog.engine import Sessions
+
+    sessions = Sessions(journal)  # another process (an application) opens them
+    for session_id, kind in [("s1", "cart"), ("s2", "cart"), ("s3", "chat")]:
+        await sessions.open(session_id, kind=kind)
+    metrics = WorkerMetrics()
+    metrics.sessions_refresh = 0.05
+    async with worker_on(journal, metrics=metrics) as worker:
+        async def refreshed(wanted: dict[str, int]) -> bool:
+            samples = await scrape(worker)
+            return {k: value(samples, "sagalog_sessions_open", kind=k) for k in wanted} == wanted
+
+        await eventually(lambda: refreshed({"cart": 2, "chat": 1}))
+        await sessions.close("s1")
+        await eventually(lambda: refreshed({"cart": 1, "chat": 1}))
