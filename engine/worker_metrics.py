@@ -15,7 +15,6 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-import anyio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
