@@ -76,6 +76,19 @@ class Tracing:
         self._tracer: Any = None
         self._propagator = TraceContextTextMapPropagator() if self.enabled else None
 
+    def _recording(self) -> bool:
+        """Whether spans may be recorded: a provider was given or one was set globally.
+
+        Until a program sets one, the global provider is a proxy whose spans
+        record nothing; skipping them then keeps the API-only case as cheap
+        as the uninstalled one.
+        """
+        if not self.enabled:
+            return False
+        if self._provider is not None:
+            return True
+        return not isinstance(otel_trace.get_tracer_provider(), otel_trace.ProxyTracerProvider)
+
     def _get_tracer(self) -> Any:
         if self._tracer is None:
             # With the global provider this is a proxy that follows a provider set later.
@@ -93,7 +106,7 @@ class Tracing:
     def start_trace(self, name: str, attributes: Attributes) -> str | None:
         """The ``traceparent`` for a new instance: the caller's current span when there is
         one, else a new root span named ``name`` (ended at once)."""
-        if not self.enabled:
+        if not self._recording():
             return None
         current = otel_trace.get_current_span()
         if current.get_span_context().is_valid:
@@ -106,7 +119,7 @@ class Tracing:
         self, name: str, parent: str | None, attributes: Attributes
     ) -> AbstractContextManager[SpanHandle]:
         """A span named ``name``, child of ``parent`` (a ``traceparent``; None: a new trace)."""
-        if not self.enabled:
+        if not self._recording():
             return contextlib.nullcontext(NO_SPAN)
         return self._span(name, parent, attributes)
 

@@ -419,8 +419,9 @@ class Worker:
     async def _advance(self, stream_id: str, scope: anyio.CancelScope) -> None:
         release = True
         self.metrics.in_flight.inc()
-        # This task's records carry the instance (a task of its own: nothing to reset).
-        logs.bind(instance_id=stream_id.removeprefix("wf-"))
+        if stream_id.startswith("wf-"):
+            # This task's log records carry the instance (a task of its own: nothing to reset).
+            logs.bind(instance_id=stream_id.removeprefix("wf-"))
         try:
             with scope:
                 outcome = await self._handler.handle(stream_id)

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
+from urllib.parse import quote
 from typing import Any, TypeVar, TypeVarTuple
 
 import anyio
@@ -175,7 +176,8 @@ def check_file(path: str) -> None:
     every other process (and the next start) would find nothing there.
     """
     try:
-        conn = sqlite3.connect(f"file:{Path(path).as_posix()}?mode=rw", uri=True, timeout=1.0)
+        uri = f"file:{quote(Path(path).as_posix())}?mode=rw"  # mode=rw: never create it
+        conn = sqlite3.connect(uri, uri=True, timeout=1.0)
     except sqlite3.Error as exc:
         raise OperationalError(f"SQLite journal {path!r} cannot be opened: {exc}") from exc
     try:

@@ -17,6 +17,8 @@ import pytest
 from obs_helpers import http_get, worker_on
 from sagalog.storage import connect
 
+from sagalog.errors import OperationalError
+
 pytestmark = pytest.mark.anyio
 
 
@@ -144,3 +146,13 @@ async def test_postgres_readyz_is_503_once_the_server_is_unreachable(pg_url: str
             worker.shutdown()  # no drain to wait for with the database gone
         with anyio.move_on_after(5):
             await journal.close()
+
+
+async def test_sqlite_readyz_with_a_path_that_needs_quoting(tmp_path: Path) -> None:
+    path = tmp_path / "odd dir?#%" / "journal.db"
+    journal = await connect(f"sqlite:///{path}")
+    await journal.check()  # the file is opened afresh by a URI: "?", "#" and "%" must not cut it
+    path.unlink()
+    with pytest.raises(OperationalError, match=r"cannot be opened: unable to open database file"):
+        await journal.check()
+    await journal.close()
