@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
-from urllib.parse import quote
 from typing import Any, TypeVar, TypeVarTuple
+from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
