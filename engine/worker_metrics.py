@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -206,6 +206,7 @@ class WorkerMetrics:
             "sagalog_sessions_ended", "Sessions ended by this process (how: closed or expired)",
             ["kind", "how"], registry=r,
         )  # fmt: skip
+        self._durations: dict[tuple[str, str, str, str], Any] = {}
         self.open_sessions: dict[str, int] = {}
         """Sessions open per kind, refreshed by :meth:`follow_sessions`."""
         self.sessions_refresh = SESSIONS_REFRESH
@@ -269,7 +270,13 @@ class WorkerMetrics:
         self, workflow: str, step: str, kind: str, attempt: int, outcome: StepOutcome, seconds: float
     ) -> None:
         """Time an attempt; count retries, attempts per step and compensations."""
-        self.step_duration.labels(workflow, step, kind, outcome).observe(seconds)
+        # The hot path (every attempt): the labelled child is looked up in a plain
+        # dict, about half the cost of prometheus_client's labels() each time.
+        key = (workflow, step, kind, outcome)
+        duration = self._durations.get(key)
+        if duration is None:
+            duration = self._durations[key] = self.step_duration.labels(*key)
+        duration.observe(seconds)
         if outcome == "retrying":
             self.retries.labels(workflow, step).inc()
             return
