@@ -15,7 +15,7 @@ import msgspec
 import psycopg
 import pytest
 from obs_helpers import http_get, worker_on
-from sagalog.storage import connect
+from sagalog.storage import Journal, connect
 
 from sagalog.errors import OperationalError
 
@@ -156,3 +156,7 @@ async def test_sqlite_readyz_with_a_path_that_needs_quoting(tmp_path: Path) -> N
     with pytest.raises(OperationalError, match=r"cannot be opened: unable to open database file"):
         await journal.check()
     await journal.close()
+
+
+async def test_check_passes_on_every_backend_when_all_is_well(journal: Journal) -> None:
+    await journal.check()
