@@ -619,11 +619,13 @@ class Runner:
         decided: list[WorkflowEvent] = []
         while True:
             now = self.clock.now()
-            for seq in ex.due_timers(now):
-                self.observer.timer_fired(live.workflow.name, (now - ex.timers[seq]).total_seconds())
-                pending.append(TimerFired(seq))
+            fired = ex.due_timers(now)
+            lags = [(now - ex.timers[seq]).total_seconds() for seq in fired]
+            pending += [TimerFired(seq) for seq in fired]
             pending += [SignalTimedOut(seq) for seq in ex.due_timeouts(now)]
             started, decisions = await self._commit(live, pending, start=tg is not None)
+            for lag in lags:  # counted once recorded (a conflict replays and fires them again)
+                self.observer.timer_fired(live.workflow.name, lag)
             decided += decisions
             pending = []
             if tg is not None:
@@ -882,6 +884,7 @@ class Runner:
             raise
         decisions = ex.decide(now)
         starts: list[WorkflowEvent] = []
+        takeovers = 0
         if start:
             running_here = self._inflight.get(ex.instance_id, {})
             for task in ex.open_steps():
@@ -889,8 +892,7 @@ class Runner:
                 due = not task.running and (task.retry_at is None or task.retry_at <= now)
                 if crashed or due:
                     starts.append(StepStarted(task.seq, task.attempt + 1))
-                if crashed:
-                    self.observer.takeover(live.workflow.name)
+                takeovers += crashed
             ex.feed([(ex.version + i, event) for i, event in enumerate(starts, 1)])
         events = [*inputs, *decisions, *starts]
         if not events:
@@ -919,6 +921,8 @@ class Runner:
             returned, self._returned = self._returned, anyio.Event()
             returned.set()
         self._observe_commit(live, state, decisions)
+        for _ in range(takeovers):
+            self.observer.takeover(live.workflow.name)
         live.state = state
         await self._snapshot(ex.instance_id, base, state)
         return [ex.steps[e.seq] for e in starts if isinstance(e, StepStarted)], decisions
