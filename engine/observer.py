@@ -13,8 +13,19 @@ from __future__ import annotations
 
 from typing import Literal, Protocol
 
+from sagalog.replay.events import CompensationCompleted, StepCompleted, StepFailed, WorkflowEvent
+
 StepOutcome = Literal["completed", "retrying", "failed"]
 """How one attempt ended: done, failed with a retry scheduled, or failed for good."""
+
+
+def outcome_of(event: WorkflowEvent) -> StepOutcome:
+    """How an attempt's outcome event (completed or failed, step or compensation) counts."""
+    if isinstance(event, StepCompleted | CompensationCompleted):
+        return "completed"
+    if isinstance(event, StepFailed) and event.retry_at is not None:
+        return "retrying"
+    return "failed"
 
 
 class Observer(Protocol):

@@ -31,12 +31,12 @@ import msgspec
 from cachetools import LRUCache
 from sagalog.engine import logs
 from sagalog.engine.breaker import Breakers
-from sagalog.engine.observer import NULL_OBSERVER, Observer, StepOutcome
+from sagalog.engine.observer import NULL_OBSERVER, Observer, outcome_of
 from sagalog.engine.retry import DEFAULT_RETRY, RetryPolicy, resolve_policy
 from sagalog.engine.session_steps import register_session_steps
 from sagalog.engine.sessions import Sessions
 from sagalog.engine.steps import Attempt, outcome_event, run_attempt
-from sagalog.engine.tracing import TRACEPARENT, TRACING, trace_id_of
+from sagalog.engine.tracing import TRACEPARENT, TRACING, trace_id_of, trace_of
 from sagalog.engine.workflow import DEFAULT_REGISTRY, Registry, Step, StepContext, Workflow
 from sagalog.replay.events import (
     CHILD_ID_IN_USE,
@@ -70,7 +70,7 @@ from sagalog.replay.events import (
 from sagalog.replay.executor import Executor, StepTask, default_decode
 from sagalog.replay.folding import fold_events, load_state
 from sagalog.replay.saga import TERMINAL, SagaFold, SagaState, apply_event, ready_at
-from sagalog.storage import NO_STREAM, Event, Journal, Schedule, Snapshot, check_stream_id, encode_value
+from sagalog.storage import NO_STREAM, Journal, Schedule, Snapshot, check_stream_id, encode_value
 
 from sagalog.clock import SYSTEM_CLOCK, Clock
 from sagalog.errors import (
@@ -520,7 +520,7 @@ class Runner:
                 state = _fold(self._fold.initial(stream_id(instance_id)), pairs)
                 if state.status in ("parked", *TERMINAL):
                     continue
-                trace = _trace_of(stored)
+                trace = trace_of(stored)
                 live = await self._replay(instance_id, pairs, park=False, state=state, trace=trace)
             except (UnknownWorkflowError, NonDeterminismError, DecodingError):
                 continue
@@ -681,7 +681,8 @@ class Runner:
                 return None  # abandoned: the step was cancelled (a gather failed fast, or a cancel)
             self.steps_run += 1
             event = outcome_event(task, attempt, policy, self.clock.now(), self._rng)
-            self.observer.step_attempt(wf.name, task.name, task.kind, task.attempt, _outcome(event), seconds)
+            outcome = outcome_of(event)
+            self.observer.step_attempt(wf.name, task.name, task.kind, task.attempt, outcome, seconds)
             # Still marked as running here until its outcome is committed, so a
             # concurrent commit does not take it for a crashed attempt.
             await self._tick(instance_id, [event], tg, own=True, handoff=handoff)
@@ -740,7 +741,7 @@ class Runner:
         stored = await self.journal.read_stream(stream_id(instance_id))
         if not stored:
             raise NotFoundError(f"no workflow instance {instance_id!r}")
-        return [(event.version, decode_event(event)) for event in stored], _trace_of(stored)
+        return [(event.version, decode_event(event)) for event in stored], trace_of(stored)
 
     async def _load(self, instance_id: str, *, trust_cache: bool = False, trust_fresh: bool = False) -> _Live:
         """The instance's live executor, from the cache (caught up) or replayed.
@@ -765,7 +766,7 @@ class Runner:
             if not tail:
                 return live
             if live.traceparent is None:  # another worker may have started the trace meanwhile
-                live.set_trace(_trace_of(tail), self._meta)
+                live.set_trace(trace_of(tail), self._meta)
             try:
                 pairs = [(event.version, decode_event(event)) for event in tail]
                 live.executor.now = self.clock.now()
@@ -1076,24 +1077,6 @@ def _fold(state: SagaState, pairs: Sequence[tuple[int, WorkflowEvent]]) -> SagaS
     for version, event in pairs:
         state = apply_event(state, event, version)
     return state
-
-
-def _trace_of(stored: Sequence[Event]) -> str | None:
-    """The trace context of an instance: the first one its events carry (None: no trace yet)."""
-    for event in stored:
-        found = event.metadata.get(TRACEPARENT)
-        if found:
-            return found
-    return None
-
-
-def _outcome(event: WorkflowEvent) -> StepOutcome:
-    """How an attempt's outcome event counts in the metrics."""
-    if isinstance(event, StepCompleted | CompensationCompleted):
-        return "completed"
-    if isinstance(event, StepFailed) and event.retry_at is not None:
-        return "retrying"
-    return "failed"
 
 
 def _still_valid(ex: Executor, event: WorkflowEvent) -> bool:

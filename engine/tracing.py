@@ -19,9 +19,11 @@ allocates nothing (``pip install 'sagalog[otel]'`` turns it on).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
+
+from sagalog.storage import Event
 
 try:  # optional dependency: absent means tracing is off, at no cost
     from opentelemetry import trace as otel_trace
@@ -42,6 +44,15 @@ def trace_id_of(traceparent: str | None) -> str:
         return ""
     parts = traceparent.split("-")
     return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else ""
+
+
+def trace_of(events: Sequence[Event]) -> str | None:
+    """An instance's trace context: the first ``traceparent`` its events carry (None: none yet)."""
+    for event in events:
+        found = event.metadata.get(TRACEPARENT)
+        if found:
+            return found
+    return None
 
 
 class SpanHandle:

@@ -17,6 +17,17 @@ from sagalog.storage import connect
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
+async def served_port(worker: WorkerProcess) -> int:
+    """The port the worker says it serves metrics on (it logs it just after it starts)."""
+    with anyio.fail_after(15):
+        while True:  # the log is a file: there is nothing to wait on but time
+            found = re.search(r"metrics on http://0\.0\.0\.0:(\d+)/metrics", worker.log_text())
+            if found:
+                return int(found.group(1))
+            assert worker.alive, worker.log_text()
+            await anyio.sleep(0.02)
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_a_worker_process_logs_json_and_serves_metrics_and_health(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
@@ -28,9 +39,7 @@ async def test_a_worker_process_logs_json_and_serves_metrics_and_health(
     )
     try:
         assert await worker.started()
-        found = re.search(r"metrics on http://0\.0\.0\.0:(\d+)/metrics", worker.log_text())
-        assert found, worker.log_text()
-        port = int(found.group(1))
+        port = await served_port(worker)
         assert (await http_get(port, "/healthz"))[0] == 200
         assert (await http_get(port, "/readyz"))[0] == 200
 
