@@ -737,7 +737,7 @@ class Runner:
     # -- loading ------------------------------------------------------------------
 
     async def _read(self, instance_id: str) -> tuple[list[tuple[int, WorkflowEvent]], str | None]:
-        """The decoded history and the instance's trace context (see :func:`~sagalog.engine.tracing.trace_of`)."""
+        """The decoded history and the instance's trace context (see ``tracing.trace_of``)."""
         stored = await self.journal.read_stream(stream_id(instance_id))
         if not stored:
             raise NotFoundError(f"no workflow instance {instance_id!r}")
