@@ -91,7 +91,10 @@ async def stop(procs: list[WorkerProcess]) -> None:
         proc.terminate()
     for proc in procs:
         status = await proc.wait()
-        lines = [ln for ln in proc.log_text().splitlines() if " ERROR " in ln or "Traceback" in ln]
+        lines = [  # JSON lines (the log is a file), or text
+            ln for ln in proc.log_text().splitlines()
+            if '"level":"ERROR"' in ln or " ERROR " in ln or "Traceback" in ln
+        ]
         PROBLEMS.extend(f"{proc.name}: {ln}" for ln in lines)
         if status != 0:
             PROBLEMS.append(f"{proc.name} exited with {status}")

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import random
+import time
 import uuid
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -28,14 +29,18 @@ import anyio
 import anyio.abc
 import msgspec
 from cachetools import LRUCache
+from sagalog.engine import logs
 from sagalog.engine.breaker import Breakers
+from sagalog.engine.observer import NULL_OBSERVER, Observer, outcome_of
 from sagalog.engine.retry import DEFAULT_RETRY, RetryPolicy, resolve_policy
 from sagalog.engine.session_steps import register_session_steps
 from sagalog.engine.sessions import Sessions
-from sagalog.engine.steps import outcome_event, run_attempt
-from sagalog.engine.workflow import DEFAULT_REGISTRY, Registry, StepContext, Workflow
+from sagalog.engine.steps import Attempt, outcome_event, run_attempt
+from sagalog.engine.tracing import TRACEPARENT, TRACING, trace_id_of, trace_of
+from sagalog.engine.workflow import DEFAULT_REGISTRY, Registry, Step, StepContext, Workflow
 from sagalog.replay.events import (
     CHILD_ID_IN_USE,
+    DECISION_TYPES,
     CancelRequested,
     ChildCancelRequested,
     ChildCompleted,
@@ -95,6 +100,19 @@ class _Live(msgspec.Struct):
     fresh: bool = False
     """Read by :meth:`Runner.preload` after a claim and not used since: the next
     load trusts it without reading the tail."""
+    decided: bool = False
+    """The history holds a decision: the instance has run before (for metrics)."""
+    meta: dict[str, str] = {}
+    """Metadata of the events appended for it: the worker and the instance's trace."""
+
+    @property
+    def traceparent(self) -> str | None:
+        """The instance's trace context, once known."""
+        return self.meta.get(TRACEPARENT)
+
+    def set_trace(self, traceparent: str | None, worker_meta: dict[str, str]) -> None:
+        """Carry ``traceparent`` on the events appended from now on (None: keep none)."""
+        self.meta = {**worker_meta, TRACEPARENT: traceparent} if traceparent else worker_meta
 
 
 class _Handoff(msgspec.Struct):
@@ -166,6 +184,10 @@ class Runner:
         self._inflight: dict[str, dict[int, anyio.CancelScope]] = {}
         self._rng = random.Random()
         self._meta = {"worker": self.worker_id}
+        self.observer: Observer = NULL_OBSERVER
+        """Told what is worth counting (a worker's metrics; see WorkerMetrics.observe_runner)."""
+        self.tracing = TRACING
+        """Starts the spans of instances and attempts (a no-op without OpenTelemetry)."""
         # -- sessions (issue 5): ctx.session commands run as built-in steps with
         # these Sessions; ending a session cancels or signals its bound instances.
         self.sessions = Sessions(journal, clock=clock, workflows=self)
@@ -204,10 +226,14 @@ class Runner:
                 f"workflow {wf.name!r} runs in a session: start it with session_id=... "
                 "(open one with Sessions.open)"
             )
-        await self._create(instance_id, WorkflowStarted(wf.name, data, session_id=session_id))
+        trace = self.tracing.start_trace(f"start {wf.name}", {"sagalog.instance_id": instance_id})
+        meta = {**self._meta, TRACEPARENT: trace} if trace else self._meta
+        await self._create(instance_id, WorkflowStarted(wf.name, data, session_id=session_id), meta)
         return instance_id
 
-    async def _create(self, instance_id: str, started: WorkflowStarted) -> WorkflowStarted | None:
+    async def _create(
+        self, instance_id: str, started: WorkflowStarted, meta: dict[str, str] | None = None
+    ) -> WorkflowStarted | None:
         """Record ``started`` as the instance's first event; idempotent for the same workflow.
 
         Returns the existing first event when the id was taken already (by this
@@ -218,7 +244,7 @@ class Runner:
             await self.journal.append(
                 stream,
                 NO_STREAM,
-                [encode_event(started, self._meta)],
+                [encode_event(started, meta or self._meta)],
                 schedule=Schedule(self.clock.now()),
             )
         except ConcurrencyError:
@@ -232,7 +258,7 @@ class Runner:
             return existing if isinstance(existing, WorkflowStarted) else None
         return None
 
-    async def _create_next_run(self, first_id: str, started: WorkflowStarted) -> str:
+    async def _create_next_run(self, first_id: str, started: WorkflowStarted, meta: dict[str, str]) -> str:
         """Create a continue-as-new run under the first id from ``first_id`` on that is free or ours.
 
         The id is only a proposal of the executor (replay compares decisions
@@ -243,7 +269,7 @@ class Runner:
         candidate = first_id
         while True:
             try:
-                existing = await self._create(candidate, started)
+                existing = await self._create(candidate, started, meta)
             except WorkflowError:
                 existing = None  # another workflow holds the id
             else:
@@ -462,7 +488,8 @@ class Runner:
             raise WorkflowError(f"workflow {instance_id!r} is {state.status}, not parked")
         self.cache.pop(instance_id, None)
         async with self._lock(instance_id):
-            live = await self._replay(instance_id, await self._read(instance_id), park=False)
+            pairs, trace = await self._read(instance_id)
+            live = await self._replay(instance_id, pairs, park=False, trace=trace)
             await self._commit(live, [WorkflowUnparked(actor)], start=False, metadata=metadata)
             return live.state
 
@@ -476,10 +503,31 @@ class Runner:
         every decision, until it waits for time, a signal or a child, or ends.
         Parks it when its workflow is unknown, non-deterministic or undecodable.
         """
+        token = logs.bind(instance_id=instance_id)
+        try:
+            with contextlib.ExitStack() as span:
+                return await self._advance(instance_id, span)
+        finally:
+            logs.reset(token)
+
+    async def _advance(self, instance_id: str, span: contextlib.ExitStack) -> SagaState:
+        def loaded(live: _Live) -> None:
+            """Once the workflow is known: its span (the steps' parent) and log fields."""
+            if opened:
+                return  # a retried commit loads again
+            opened.append(live)
+            name = live.workflow.name
+            attributes = {"sagalog.instance_id": instance_id, "sagalog.workflow": name}
+            handle = span.enter_context(self.tracing.span(f"workflow {name}", live.traceparent, attributes))
+            if live.traceparent is None and handle.traceparent:
+                live.set_trace(handle.traceparent, self._meta)  # this span roots the trace
+            logs.update(workflow=name, trace_id=trace_id_of(live.traceparent))
+
+        opened: list[_Live] = []
         async with anyio.create_task_group() as tg:
             handoff: list[_Handoff] = []
             try:
-                first = await self._tick(instance_id, [], tg, claimed=True, handoff=handoff)
+                first = await self._tick(instance_id, [], tg, claimed=True, handoff=handoff, loaded=loaded)
             except BaseException:
                 self._drop_handoff(instance_id, handoff)
                 raise
@@ -525,7 +573,8 @@ class Runner:
                 state = _fold(self._fold.initial(stream_id(instance_id)), pairs)
                 if state.status in ("parked", *TERMINAL):
                     continue
-                live = await self._replay(instance_id, pairs, park=False, state=state)
+                trace = trace_of(stored)
+                live = await self._replay(instance_id, pairs, park=False, state=state, trace=trace)
             except (UnknownWorkflowError, NonDeterminismError, DecodingError):
                 continue
             live.fresh = True
@@ -581,6 +630,7 @@ class Runner:
         own: bool = False,
         claimed: bool = False,
         handoff: list[_Handoff] | None = None,
+        loaded: Callable[[_Live], None] | None = None,
     ) -> SagaState:
         """Commit ``inputs`` and what follows from them; start due steps when ``tg`` is given.
 
@@ -598,6 +648,8 @@ class Runner:
                     except _Idle as idle:
                         state, decided = idle.state, []
                     else:
+                        if loaded is not None:
+                            loaded(live)
                         decided = await self._commit_all(live, inputs, tg, handoff)
                         state = live.state
             except ConcurrencyError:
@@ -620,9 +672,13 @@ class Runner:
         decided: list[WorkflowEvent] = []
         while True:
             now = self.clock.now()
-            pending += [TimerFired(seq) for seq in ex.due_timers(now)]
+            fired = ex.due_timers(now)
+            lags = [(now - ex.timers[seq]).total_seconds() for seq in fired]
+            pending += [TimerFired(seq) for seq in fired]
             pending += [SignalTimedOut(seq) for seq in ex.due_timeouts(now)]
             started, decisions = await self._commit(live, pending, start=tg is not None)
+            for lag in lags:  # counted once recorded (a conflict replays and fires them again)
+                self.observer.timer_fired(live.workflow.name, lag)
             decided += decisions
             pending = []
             if tg is not None:
@@ -669,16 +725,17 @@ class Runner:
         context = StepContext(
             instance_id, wf.name, task.name, task.seq, task.attempt, sessions=self.sessions
         )
-        attempt = None
         running = self._inflight.get(instance_id, {})
         handoff: list[_Handoff] = []
         try:
-            with scope:
-                attempt = await run_attempt(step, task, context, policy.timeout, self.clock, self.breakers)
+            timeout = policy.timeout
+            attempt, seconds = await self._attempt(instance_id, wf, step, task, scope, context, timeout)
             if attempt is None or scope.cancel_called:
                 return None  # abandoned: the step was cancelled (a gather failed fast, or a cancel)
             self.steps_run += 1
             event = outcome_event(task, attempt, policy, self.clock.now(), self._rng)
+            outcome = outcome_of(event)
+            self.observer.step_attempt(wf.name, task.name, task.kind, task.attempt, outcome, seconds)
             # Still marked as running here until its outcome is committed, so a
             # concurrent commit does not take it for a crashed attempt.
             await self._tick(instance_id, [event], tg, own=True, handoff=handoff)
@@ -690,6 +747,39 @@ class Runner:
                 del running[task.seq]
         return handoff[0] if handoff else None
 
+    async def _attempt(
+        self,
+        instance_id: str,
+        wf: Workflow,
+        step: Step,
+        task: StepTask,
+        scope: anyio.CancelScope,
+        context: StepContext,
+        timeout: float | None,
+    ) -> tuple[Attempt | None, float]:
+        """Run one attempt in its span, its log fields bound; (None, _) when cancelled."""
+        token = logs.bind(step=task.name, attempt=task.attempt)
+        attributes: dict[str, str | int] = {
+            "sagalog.instance_id": instance_id,
+            "sagalog.workflow": wf.name,
+            "sagalog.step": task.name,
+            "sagalog.attempt": task.attempt,
+        }
+        attempt = None
+        try:
+            # The parent is the current span: the advance (``workflow <name>``) this runs in.
+            with self.tracing.span(f"{task.kind} {task.name}", None, attributes) as span:
+                # Real elapsed time for the duration metric (a measurement, not a decision).
+                started = time.perf_counter()
+                with scope:
+                    attempt = await run_attempt(step, task, context, timeout, self.clock, self.breakers)
+                seconds = time.perf_counter() - started
+                if attempt is not None and attempt.error is not None:
+                    span.fail(attempt.error)
+            return attempt, seconds
+        finally:
+            logs.reset(token)
+
     def _drop_handoff(self, instance_id: str, handoff: list[_Handoff]) -> None:
         """Forget a handed-off step that will not run here, so the next commit restarts it."""
         running = self._inflight.get(instance_id, {})
@@ -699,11 +789,12 @@ class Runner:
 
     # -- loading ------------------------------------------------------------------
 
-    async def _read(self, instance_id: str) -> list[tuple[int, WorkflowEvent]]:
+    async def _read(self, instance_id: str) -> tuple[list[tuple[int, WorkflowEvent]], str | None]:
+        """The decoded history and the instance's trace context (see ``tracing.trace_of``)."""
         stored = await self.journal.read_stream(stream_id(instance_id))
         if not stored:
             raise NotFoundError(f"no workflow instance {instance_id!r}")
-        return [(event.version, decode_event(event)) for event in stored]
+        return [(event.version, decode_event(event)) for event in stored], trace_of(stored)
 
     async def _load(self, instance_id: str, *, trust_cache: bool = False, trust_fresh: bool = False) -> _Live:
         """The instance's live executor, from the cache (caught up) or replayed.
@@ -727,6 +818,8 @@ class Runner:
             tail = await self.journal.read_stream(stream_id(instance_id), live.state.version + 1)
             if not tail:
                 return live
+            if live.traceparent is None:  # another worker may have started the trace meanwhile
+                live.set_trace(trace_of(tail), self._meta)
             try:
                 pairs = [(event.version, decode_event(event)) for event in tail]
                 live.executor.now = self.clock.now()
@@ -741,10 +834,10 @@ class Runner:
                 return live
         self.cache_misses += 1
         try:
-            pairs = await self._read(instance_id)
+            pairs, trace = await self._read(instance_id)
         except DecodingError as exc:
             raise _Idle(await self._park(instance_id, "undecodable", str(exc))) from None
-        return await self._replay(instance_id, pairs, park=True)
+        return await self._replay(instance_id, pairs, park=True, trace=trace)
 
     async def _replay(
         self,
@@ -753,6 +846,7 @@ class Runner:
         *,
         park: bool,
         state: SagaState | None = None,
+        trace: str | None = None,
     ) -> _Live:
         if state is None:
             state = await self._state_from(instance_id, pairs)
@@ -764,7 +858,9 @@ class Runner:
                 wf.fn, instance_id, wf.name, decode_args=wf.decode_args, decode_result=self._decode
             )
             executor.now = self.clock.now()  # the time of decisions not recorded yet
+            started = time.perf_counter()  # real elapsed time, for the replay duration metric
             executor.feed(pairs)
+            self.observer.replayed(wf.name, len(pairs), time.perf_counter() - started)
         except (UnknownWorkflowError, NonDeterminismError, DecodingError) as exc:
             if not park:
                 raise
@@ -772,7 +868,9 @@ class Runner:
             raise _Idle(
                 await self._park(instance_id, kind.get(type(exc), "undecodable"), str(exc), state)
             ) from None
-        live = _Live(executor, state, wf)
+        decided = any(isinstance(event, DECISION_TYPES) for _, event in pairs)
+        live = _Live(executor, state, wf, decided=decided)
+        live.set_trace(trace, self._meta)
         self.cache[instance_id] = live
         return live
 
@@ -804,6 +902,7 @@ class Runner:
         await self.journal.append(
             stream_id(instance_id), state.version, [encode_event(event, self._meta)], schedule=Schedule(None)
         )
+        self.observer.workflow_parked(state.workflow, kind)
         return apply_event(state, event, state.version + 1)
 
     async def _readable_state(self, instance_id: str) -> SagaState:
@@ -844,6 +943,7 @@ class Runner:
             raise
         decisions = ex.decide(now)
         starts: list[WorkflowEvent] = []
+        takeovers = 0
         if start:
             running_here = self._inflight.get(ex.instance_id, {})
             for task in ex.open_steps():
@@ -851,6 +951,7 @@ class Runner:
                 due = not task.running and (task.retry_at is None or task.retry_at <= now)
                 if crashed or due:
                     starts.append(StepStarted(task.seq, task.attempt + 1))
+                takeovers += crashed
             ex.feed([(ex.version + i, event) for i, event in enumerate(starts, 1)])
         if not (inputs or decisions or starts):
             return [], []
@@ -862,13 +963,14 @@ class Runner:
             decisions += extra
         pairs = [(base + i, event) for i, event in enumerate(events, 1)]
         state = _fold(live.state, pairs)
+        input_meta = {**live.meta, **metadata} if metadata else live.meta
         self.appending += 1
         try:
             stored = await self.journal.append(
                 stream_id(ex.instance_id),
                 base,
                 [
-                    encode_event(event, self._with(metadata) if i < len(inputs) else self._meta)
+                    encode_event(event, input_meta if i < len(inputs) else live.meta)
                     for i, event in enumerate(events)
                 ],
                 schedule=Schedule(ready_at(state, now)),
@@ -881,9 +983,22 @@ class Runner:
             self.appending -= 1
             returned, self._returned = self._returned, anyio.Event()
             returned.set()
+        self._observe_commit(live, state, decisions)
+        for _ in range(takeovers):
+            self.observer.takeover(live.workflow.name)
         live.state = state
         await self._snapshot(ex.instance_id, base, state)
         return [ex.steps[e.seq] for e in starts if isinstance(e, StepStarted)], decisions
+
+    def _observe_commit(self, live: _Live, after: SagaState, decisions: Sequence[WorkflowEvent]) -> None:
+        """Count a first run and a reached end (the commit that recorded them succeeded)."""
+        name = live.workflow.name
+        if decisions and not live.decided:
+            live.decided = True
+            self.observer.workflow_started(name)
+        status = after.status
+        if status != live.state.status and (status in TERMINAL or status == "compensation_failed"):
+            self.observer.workflow_ended(name, status)
 
     async def _before_append(self, live: _Live, decisions: list[WorkflowEvent]) -> list[ChildFailed]:
         """Create child instances and next runs before recording them (idempotent, crash-safe).
@@ -901,7 +1016,7 @@ class Runner:
                         event.workflow, event.args, parent_id=parent, parent_seq=event.seq,
                         detached=event.detached, session_id=live.state.session_id,
                     )  # fmt: skip
-                    taken = await self._start_child(event.child_id, started)
+                    taken = await self._start_child(event.child_id, started, live.meta)
                     if taken is not None:
                         refused.append(
                             ChildFailed(event.seq, event.child_id, CHILD_ID_IN_USE, _IN_USE_TYPE, taken)
@@ -910,7 +1025,7 @@ class Runner:
                     next_run = WorkflowStarted(
                         live.workflow.name, args, session_id=live.state.session_id, continued_from=parent
                     )
-                    free_id = await self._create_next_run(next_id, next_run)
+                    free_id = await self._create_next_run(next_id, next_run, live.meta)
                     if free_id != next_id:
                         decisions[i] = msgspec.structs.replace(event, next_id=free_id)
                 case _:
@@ -971,7 +1086,7 @@ class Runner:
 
     # -- child ids already in use (like Temporal's WorkflowAlreadyStartedError) ----
 
-    async def _start_child(self, child_id: str, started: WorkflowStarted) -> str | None:
+    async def _start_child(self, child_id: str, started: WorkflowStarted, meta: dict[str, str]) -> str | None:
         """Create a child instance; why it cannot be when its id belongs to another instance.
 
         An instance with this id created by this same decision (a retry after a
@@ -980,7 +1095,7 @@ class Runner:
         stream = stream_id(child_id)
         try:
             await self.journal.append(
-                stream, NO_STREAM, [encode_event(started, self._meta)], schedule=Schedule(self.clock.now())
+                stream, NO_STREAM, [encode_event(started, meta)], schedule=Schedule(self.clock.now())
             )
             return None
         except ConcurrencyError:

@@ -23,6 +23,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cachetools import LRUCache
+from sagalog.engine.observer import NULL_OBSERVER, Observer
 from sagalog.replay.folding import load_state, snapshot_if_due
 from sagalog.replay.sessions import (
     SESSION_FOLD,
@@ -131,6 +132,8 @@ class Sessions:
         self.snapshot_every = snapshot_every
         self.max_attributes_bytes = max_attributes_bytes
         self.workflows = workflows
+        self.observer: Observer = NULL_OBSERVER
+        """Told of sessions opened and ended here (a worker's metrics)."""
         self._cache: LRUCache[tuple[str, int], SessionState] = LRUCache(maxsize=cache_size)
         self._latest: LRUCache[str, int] = LRUCache(maxsize=cache_size)
 
@@ -246,9 +249,11 @@ class Sessions:
             state = await self._current(session_id)
             if state.status == "absent":
                 try:
-                    return await self._append(state, [opened])
+                    created = await self._append(state, [opened])
                 except ConcurrencyError:
                     continue  # opened by someone else meanwhile: look again
+                self.observer.session_opened(kind)
+                return created
             await self._require_open(state)
             if state.kind != kind:
                 raise InvalidSessionError(
@@ -402,6 +407,7 @@ class Sessions:
             )
         except (SessionClosedError, SessionExpiredError):
             return await self.get(session_id)  # ended by someone else meanwhile
+        self.observer.session_ended(ended.kind, "closed")
         await self._end_workflows(ended)
         return ended
 
@@ -430,6 +436,7 @@ class Sessions:
                 ended = await self._append(state, [SessionExpired(self.clock.now(), *due)])
             except ConcurrencyError:
                 continue  # touched or changed meanwhile: the deadline may have moved
+            self.observer.session_ended(ended.kind, "expired")
             await self._end_workflows(ended)
             return True
         return False

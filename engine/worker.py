@@ -5,7 +5,7 @@ task group (nothing is left running when :meth:`Worker.run` returns)::
 
     run
     ├── heartbeat      renews the leases of in-flight streams every lease/3
-    ├── metrics        serves Prometheus text on --metrics-port (optional)
+    ├── status         serves /metrics, /healthz, /readyz on --metrics-port (optional)
     ├── console        serves the operator's console on --dashboard-port (optional)
     └── work
         ├── claim loop claim -> start one task per claim -> wait for work
@@ -27,6 +27,8 @@ from typing import Protocol
 import anyio
 import anyio.abc
 import msgspec
+from sagalog.engine import logs
+from sagalog.engine.worker_http import StatusServer
 from sagalog.engine.worker_leases import LeaseBook, Outage
 from sagalog.engine.worker_metrics import WorkerMetrics
 from sagalog.engine.worker_settings import WorkerSettings, validate
@@ -34,13 +36,15 @@ from sagalog.engine.workflow import Registry
 from sagalog.storage import Backoff, Journal
 
 from sagalog.clock import SYSTEM_CLOCK, Clock
-from sagalog.errors import ConcurrencyError, OperationalError
+from sagalog.errors import ConcurrencyError, DatabaseError, OperationalError
 
 log = logging.getLogger("sagalog.worker")
 
 _WATCH_BACKOFF = Backoff(attempts=0, initial=0.2, maximum=5.0)
 _OWN_ROUNDS = 8
 _OWN_WAIT = 0.05
+READY_TIMEOUT = 5.0
+"""Seconds /readyz waits for the database before it answers 503."""
 
 FAILED_STATUSES = frozenset({"failed", "compensated", "compensation_failed", "cancelled"})
 
@@ -127,6 +131,12 @@ class Worker:
         self.owner = self.settings.owner
         self.metrics = metrics or WorkerMetrics()
         self.metrics.watch_cache(handler.cache_counts)
+        # A handler that can say more (the RunnerHandler: instances, steps,
+        # breakers, appends) wires itself to the metrics; the protocol does not need it.
+        attach = getattr(handler, "attach_metrics", None)
+        if attach is not None:
+            attach(self.metrics)
+        self.ready_timeout = READY_TIMEOUT
         self.metrics_port: int | None = None
         """The port metrics are served on once running (useful with port 0)."""
         self.leases = LeaseBook()
@@ -167,6 +177,20 @@ class Worker:
                 self._root.cancel()
         self._notify()
 
+    async def readiness(self) -> str:
+        """"" when this worker can work (the database answers a real query and its
+        schema is current), else why not; /readyz answers 503 with it."""
+        if self._draining:
+            return "draining: shutting down"
+        try:
+            with anyio.fail_after(self.ready_timeout):
+                await self._journal.check()
+        except TimeoutError:
+            return f"database did not answer within {self.ready_timeout:g} s"
+        except DatabaseError as exc:
+            return str(exc)
+        return ""
+
     def _notify(self) -> None:
         # anyio Events are one-shot: wake the current waiters, arm a new one.
         self._changed.set()
@@ -190,10 +214,10 @@ class Worker:
                 service.start_soon(self._heartbeat)
                 service.start_soon(self._watch)
                 if self.settings.metrics_port is not None:
-                    self.metrics_port = await service.start(
-                        self.metrics.serve, self.settings.metrics_port
-                    )
-                    log.info("metrics on http://0.0.0.0:%d/metrics", self.metrics_port)
+                    status = StatusServer(self.metrics.exposition, self.readiness, self.owner)
+                    self.metrics_port = await service.start(status.serve, self.settings.metrics_port)
+                    service.start_soon(self.metrics.follow_sessions, self._journal, self._clock)
+                    log.info("metrics on http://0.0.0.0:%d/metrics, /healthz, /readyz", self.metrics_port)
                 if self.settings.dashboard_port is not None:
                     self.dashboard_port = await service.start(self._serve_console)
                 task_status.started()
@@ -421,6 +445,9 @@ class Worker:
     async def _advance(self, stream_id: str, scope: anyio.CancelScope) -> None:
         release = True
         self.metrics.in_flight.inc()
+        if stream_id.startswith("wf-"):
+            # This task's log records carry the instance (a task of its own: nothing to reset).
+            logs.bind(instance_id=stream_id.removeprefix("wf-"))
         try:
             with scope:
                 outcome = await self._handler.handle(stream_id)

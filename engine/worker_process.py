@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 from collections.abc import Sequence
 
 import anyio
 import anyio.abc
 import msgspec
+from sagalog.engine import logs
 from sagalog.engine.runner import Runner
 from sagalog.engine.sessions import Sessions
 from sagalog.engine.worker import Outcome, Worker
 from sagalog.engine.worker_leases import Outage
+from sagalog.engine.worker_metrics import WorkerMetrics
 from sagalog.engine.worker_settings import WorkerSettings
 from sagalog.engine.workflow import Registry, load_modules
 from sagalog.replay.saga import ready_at
@@ -61,6 +62,10 @@ class RunnerHandler:
             log.warning("%s is in the work index but no handler knows its kind; skipping it", stream_id)
         return Outcome("skipped")
 
+    def attach_metrics(self, metrics: WorkerMetrics) -> None:
+        """Count what the Runner does in ``metrics`` (the Worker calls this)."""
+        metrics.observe_runner(self.runner)
+
     def cache_counts(self) -> tuple[int, int]:
         """The Runner's sticky-cache (hits, misses)."""
         return self.runner.cache_hits, self.runner.cache_misses
@@ -82,14 +87,10 @@ class RunnerHandler:
         await self.runner.preload(ids)
 
 
-def configure_logging(level: str) -> None:
-    """One line per record on stderr, with the time; quiet third-party loggers."""
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("psycopg").setLevel(logging.WARNING)
+def configure_logging(level: str, fmt: str = "auto") -> None:
+    """One record per line on stderr: JSON unless stderr is a terminal (``fmt`` "auto"),
+    each with the instance, workflow, step, attempt and trace it concerns."""
+    logs.configure(level, fmt)
 
 
 async def connect_patiently(settings: WorkerSettings) -> Journal:
@@ -137,7 +138,7 @@ def _exit_before_work(signum: int, frame: object) -> None:
 
 def run_worker(settings: WorkerSettings, modules: Sequence[str]) -> int:
     """Import ``modules``, then serve on uvloop until stopped; returns the exit status."""
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     # Until the worker holds anything, SIGTERM just ends the process cleanly
     # (not with Python's default death by signal); from the first claim on,
     # the signal relay inside the event loop takes over and drains.

@@ -18,6 +18,7 @@ from sagalog.storage import DEFAULT_NAMESPACE, default_url
 from sagalog.errors import ConfigurationError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("auto", "json", "text")
 
 
 def default_worker_id() -> str:
@@ -41,6 +42,8 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Lease owner name; empty means :func:`default_worker_id`."""
     log_level: str = "INFO"
     """One of DEBUG, INFO, WARNING, ERROR."""
+    log_format: str = "auto"
+    """json, text, or auto: JSON lines unless stderr is a terminal."""
     metrics_port: int | None = None
     """Serve Prometheus metrics on this port (None: no metrics endpoint)."""
     grace_seconds: float = 30.0
@@ -90,6 +93,10 @@ def validate(settings: WorkerSettings) -> WorkerSettings:
         raise ConfigurationError(
             f"unknown log level {settings.log_level!r}: use one of {', '.join(LOG_LEVELS)}"
         )
+    if settings.log_format.lower() not in LOG_FORMATS:
+        raise ConfigurationError(
+            f"unknown log format {settings.log_format!r}: use one of {', '.join(LOG_FORMATS)}"
+        )
     port = settings.metrics_port
     if port is not None and not 0 <= port <= 65535:
         raise ConfigurationError(f"metrics port must be between 0 and 65535, not {port}")
@@ -107,6 +114,7 @@ ENVIRONMENT: dict[str, tuple[str, type]] = {
     "SAGALOG_LEASE": ("lease_seconds", float),
     "SAGALOG_WORKER_ID": ("worker_id", str),
     "SAGALOG_LOG_LEVEL": ("log_level", str),
+    "SAGALOG_LOG_FORMAT": ("log_format", str),
     "SAGALOG_METRICS_PORT": ("metrics_port", int),
     "SAGALOG_GRACE": ("grace_seconds", float),
     "SAGALOG_POLL": ("poll_seconds", float),

@@ -56,7 +56,7 @@ async def start_worker(url: str, name: str) -> Process:
     """A worker process on the demo journal; its step output goes to our stdout."""
     command = sagalog_command(
         "worker", "sagalog.demo_workflows", "--db", url, "--lease", str(LEASE_SECONDS),
-        "--worker-id", name, "--log-level", "WARNING",
+        "--worker-id", name, "--log-level", "WARNING", "--log-format", "text",
     )
     process = await anyio.open_process(command, stdout=None, stderr=None)
     note(f"started {name} (pid {process.pid}): sagalog worker sagalog.demo_workflows "

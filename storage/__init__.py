@@ -12,6 +12,7 @@ from sagalog.storage.codec import (
     decode_value,
     encode_value,
 )
+from sagalog.storage.group_commit import CommitObserver
 from sagalog.storage.journal import DEFAULT_MAX_PAYLOAD, Journal, check_stream_id
 from sagalog.storage.memory import MemoryRecorder
 from sagalog.storage.recorder import AppendOutcome, AppendRequest, Recorder
@@ -48,6 +49,7 @@ __all__ = [
     "AppendRequest",
     "Backoff",
     "Claim",
+    "CommitObserver",
     "Event",
     "IdentityCodec",
     "Journal",

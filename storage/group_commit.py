@@ -11,6 +11,7 @@ latency (it leads a batch of one and never waits).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -19,6 +20,10 @@ import anyio.lowlevel
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
+
+CommitObserver = Callable[[float, int], None]
+"""Told of every commit: (seconds it took, requests in the batch). For metrics;
+storage itself knows nothing of Prometheus."""
 
 
 class _Batch(Generic[Req, Res]):
@@ -58,6 +63,8 @@ class GroupCommitter(Generic[Req, Res]):
         self._last_size = 0
         self.batches = 0
         """Number of commits made (for benchmarks and tests)."""
+        self.observer: CommitObserver | None = None
+        """Called after each commit that returned (see :data:`CommitObserver`)."""
 
     async def submit(self, request: Req) -> Res:
         """Queue ``request`` in the open batch, wait for that batch's commit, return its outcome."""
@@ -90,12 +97,22 @@ class GroupCommitter(Generic[Req, Res]):
         try:
             self._last_size = 1
             self.batches += 1
-            outcomes = await self._commit([request])
+            outcomes = await self._timed([request])
             if len(outcomes) != 1:
                 raise RuntimeError(f"commit returned {len(outcomes)} outcomes for 1 request")
             return outcomes[0]
         finally:
             self._lock.release()
+
+    async def _timed(self, requests: Sequence[Req]) -> Sequence[Res]:
+        observer = self.observer
+        if observer is None:
+            return await self._commit(requests)
+        # Real elapsed time, not a Clock's: a measurement, no decision depends on it.
+        started = time.perf_counter()
+        outcomes = await self._commit(requests)
+        observer(time.perf_counter() - started, len(requests))
+        return outcomes
 
     async def _lead(self, batch: _Batch[Req, Res]) -> None:
         async with self._lock:
@@ -111,7 +128,7 @@ class GroupCommitter(Generic[Req, Res]):
             self._last_size = len(batch.requests)
             self.batches += 1
             try:
-                outcomes = await self._commit(batch.requests)
+                outcomes = await self._timed(batch.requests)
             except Exception as exc:
                 batch.error = exc
             else:

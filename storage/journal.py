@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 
 from sagalog.storage.codec import IdentityCodec, PayloadCodec
-from sagalog.storage.group_commit import GroupCommitter
+from sagalog.storage.group_commit import CommitObserver, GroupCommitter
 from sagalog.storage.recorder import AppendOutcome, AppendRequest, Recorder
 from sagalog.storage.records import (
     ANY_VERSION,
@@ -127,6 +127,20 @@ class Journal:
     def group_commits(self) -> int:
         """How many append transactions were made so far (all namespaces)."""
         return self._shared.committer.batches
+
+    def observe_commits(self, observer: CommitObserver | None) -> None:
+        """Call ``observer(seconds, batch_size)`` after every append transaction
+        (all namespaces); None stops it. The engine feeds its metrics this way."""
+        self._shared.committer.observer = observer
+
+    async def check(self) -> None:
+        """Readiness: one real query, no retries.
+
+        Raises:
+            OperationalError: the database cannot be reached.
+            ProgrammingError: its schema is not the one this code needs (migrate it).
+        """
+        await self._shared.recorder.check()
 
     # -- namespaces --------------------------------------------------------
 

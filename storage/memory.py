@@ -211,6 +211,10 @@ class MemoryRecorder:
     async def close(self) -> None:
         return None
 
+    async def check(self) -> None:
+        """Always ready: there is nothing to reach."""
+        return None
+
     async def clear_snapshots(self, namespace: str) -> None:
         for key in [k for k in self._snapshots if k[0] == namespace]:
             del self._snapshots[key]

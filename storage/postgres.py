@@ -459,6 +459,18 @@ class PostgresRecorder:
                 self._appender = self._appender_cursor = None
         await self._pool.close()
 
+    async def check(self) -> None:
+        """Readiness: borrow a pooled connection and look for pending migrations."""
+        with self._errors():
+            async with self._pool.connection() as conn:
+                todo = await migrations.pending(conn)
+        if todo:
+            labels = ", ".join(m.label for m in todo)
+            raise ProgrammingError(
+                f"the database at {self.description} is not migrated (missing {labels}): "
+                "run `sagalog admin migrate --db URL`"
+            )
+
     # -- rebuilding derived data (sagalog admin rebuild) ------------------------
 
     async def clear_snapshots(self, namespace: str) -> None:

@@ -138,6 +138,11 @@ class Recorder(Protocol):
         """Release connections and files."""
         ...
 
+    async def check(self) -> None:
+        """Run a real query: raise OperationalError when the store cannot be
+        reached, ProgrammingError when its schema is not this code's (readiness)."""
+        ...
+
     # -- rebuilding derived data (sagalog admin rebuild) ----------------------
 
     async def clear_snapshots(self, namespace: str) -> None:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar, TypeVarTuple
+from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
@@ -165,6 +166,31 @@ def _migrate(conn: sqlite3.Connection, path: str) -> None:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def check_file(path: str) -> None:
+    """Readiness: open ``path`` afresh (never creating it) and read its schema version.
+
+    Runs in a worker thread, on a connection of its own: the journal's own
+    connection keeps working on a file that was deleted or moved away, while
+    every other process (and the next start) would find nothing there.
+    """
+    try:
+        uri = f"file:{quote(Path(path).as_posix())}?mode=rw"  # mode=rw: never create it
+        conn = sqlite3.connect(uri, uri=True, timeout=1.0)
+    except sqlite3.Error as exc:
+        raise OperationalError(f"SQLite journal {path!r} cannot be opened: {exc}") from exc
+    try:
+        found = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.Error as exc:
+        raise OperationalError(f"SQLite journal {path!r} cannot be read: {exc}") from exc
+    finally:
+        conn.close()
+    if found != SCHEMA_VERSION:
+        raise ProgrammingError(
+            f"SQLite journal {path!r} has schema version {found}; this sagalog "
+            f"runs version {SCHEMA_VERSION}"
+        )
 
 
 class _Database:
@@ -585,6 +611,15 @@ class SqliteRecorder:
             return
         self._closed = True
         await anyio.to_thread.run_sync(self._locked, self._db.conn.close, limiter=self._limiter)
+
+    async def check(self) -> None:
+        """Open the file afresh and check its schema version (see :func:`check_file`)."""
+        if self._closed:
+            raise ProgrammingError(f"SQLite journal {self.path!r} is closed")
+        if self.path == ":memory:":
+            await self._call(self._db.stream_version, "", "")
+            return
+        await anyio.to_thread.run_sync(check_file, self.path)
 
     async def clear_snapshots(self, namespace: str) -> None:
         """Delete every snapshot of the namespace (derived data)."""

@@ -34,8 +34,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="how long in-flight work may finish after SIGTERM (SAGALOG_GRACE; default: 30)")
     add("--worker-id", help="lease owner name (SAGALOG_WORKER_ID; default: host-pid-random)")
     add("--log-level", help="DEBUG, INFO, WARNING or ERROR (SAGALOG_LOG_LEVEL; default: INFO)")
+    add("--log-format", choices=("auto", "json", "text"),
+        help="json lines, text, or auto: json unless stderr is a terminal (SAGALOG_LOG_FORMAT)")
     add("--metrics-port", type=int, metavar="PORT",
-        help="serve Prometheus metrics on this port (SAGALOG_METRICS_PORT; default: off)")
+        help="serve /metrics, /healthz and /readyz on this port (SAGALOG_METRICS_PORT; default: off)")
     add("--dashboard-port", type=int, metavar="PORT",
         help="serve the operator's console on this port (SAGALOG_DASHBOARD_PORT; default: off)")
     add("--dashboard-host", metavar="HOST",
@@ -58,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         grace_seconds=args.grace_seconds,
         worker_id=args.worker_id,
         log_level=args.log_level,
+        log_format=args.log_format,
         metrics_port=args.metrics_port,
         dashboard_port=args.dashboard_port,
         dashboard_host=args.dashboard_host,
