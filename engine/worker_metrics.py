@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sagalog.engine.breaker import BreakerState
-from sagalog.engine.observer import StepOutcome
+from sagalog.engine.observer import Observer, StepOutcome
 from sagalog.replay import session_analytics
 from sagalog.storage import Journal
 
@@ -99,7 +99,7 @@ class _SessionsCollector(Collector):
         yield family
 
 
-class WorkerMetrics:
+class WorkerMetrics(Observer):
     """The metrics a worker keeps; read them in tests, scrape them in production."""
 
     def __init__(self) -> None:
