@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     note(f"{command} replay list --db {url}")
     note(f"{command} replay state order-2 --at 5 --db {url}")
     note(f"{command} status order-1 --db {url}")
+    note(f"{command} dashboard --db {url}    (then open http://127.0.0.1:8787)")
     return 0
 
 
