@@ -164,6 +164,9 @@ class Runner:
         self._fold = SagaFold()
         self._locks: dict[str, anyio.Lock] = {}
         self._inflight: dict[str, dict[int, anyio.CancelScope]] = {}
+        # Children created for a commit that then lost a race (ConcurrencyError):
+        # cancelled unless the replayed parent records starting them after all.
+        self._unrecorded: dict[str, set[str]] = {}
         self._rng = random.Random()
         self._meta = {"worker": self.worker_id}
         # -- sessions (issue 5): ctx.session commands run as built-in steps with
@@ -552,8 +555,20 @@ class Runner:
                 trust = fresh = False
                 continue
             await self._after_commit(instance_id, state, decided)
+            await self._cancel_orphans(instance_id, state)
             return state
         raise ConcurrencyError(stream_id(instance_id), -1, -1)
+
+    async def _cancel_orphans(self, instance_id: str, state: SagaState) -> None:
+        """Cancel children created for a commit that lost a race and that the parent,
+        replayed, did not start after all (it was cancelled meanwhile, say): no one
+        would ever wait for them, so they must not run their steps."""
+        created = self._unrecorded.pop(instance_id, None)
+        if not created:
+            return
+        recorded = {c.child_id for c in state.children.values()}
+        for child_id in sorted(created - recorded):
+            await self.cancel(child_id, f"parent {instance_id} did not record starting it")
 
     async def _commit_all(
         self,
@@ -813,8 +828,11 @@ class Runner:
                 schedule=Schedule(ready_at(state, now)),
             )
             self.appended.extend(event.position for event in stored)
-        except BaseException:
+        except BaseException as exc:
             self.cache.pop(ex.instance_id, None)  # its executor is ahead of the journal now
+            if isinstance(exc, ConcurrencyError):
+                created = {e.child_id for e in events if isinstance(e, ChildStarted)}
+                self._unrecorded.setdefault(ex.instance_id, set()).update(created)
             raise
         finally:
             self.appending -= 1
@@ -886,7 +904,9 @@ class Runner:
                 state.parent_seq, state.instance_id, state.status, state.error_type, state.message
             )
         parent = await self.describe(state.parent_id)
-        if parent.workflow in self.registry.workflows and parent.status != "parked":
+        if parent.terminal:
+            pass  # nothing waits for it any more (an orphan, see _cancel_orphans): only mark it done
+        elif parent.workflow in self.registry.workflows and parent.status != "parked":
             await self._tick(state.parent_id, [event], None)
         else:  # no code for the parent here: record the outcome for whoever has it
             schedule = Schedule(None if parent.status == "parked" else self.clock.now())
@@ -967,6 +987,8 @@ def _fold(state: SagaState, pairs: Sequence[tuple[int, WorkflowEvent]]) -> SagaS
 
 def _still_valid(ex: Executor, event: WorkflowEvent) -> bool:
     """Whether an outcome still applies after a replay (not recorded or abandoned meanwhile)."""
+    if ex.ended:
+        return False  # nothing is appended after the terminal event
     if isinstance(event, _OUTCOMES):
         task = ex.steps.get(event.seq)
         return task is not None and not task.done and task.running and task.attempt == event.attempt

@@ -1,0 +1,36 @@
+"""Failures the properties found, kept as plain tests (each names the property that found it)."""
+
+from __future__ import annotations
+
+import pytest
+from props import fold, run_plan
+from sagalog.storage import connect
+from sagalog.testing import Fault, Op, StepSpec, check_terminal, decoded
+from sagalog.replay.events import CancelRequested, StepStarted
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_child_created_for_a_commit_that_lost_to_a_cancel_is_cancelled_not_orphaned() -> None:
+    """Found by test_inv1_exactly_one_terminal_state (fault: cancel after append 3).
+
+    The step before the child completed while a client's cancel was being
+    appended. The worker created the child instance (children are created
+    before the parent records starting them, so a crash cannot lose one),
+    then its append lost the race to the cancel; the replayed parent was
+    cancelled and never recorded the child. The child then ran its steps for
+    nobody, and its outcome was appended to the parent after the parent's
+    terminal event. Now the runner cancels such a child, and an ended parent
+    takes no outcome.
+    """
+    journal = await connect("memory://")
+    plan = [Op("step", (StepSpec("a", ("retry", "ok")),)), Op("child", (StepSpec("b", ("ok",)),))]
+    run, found = await run_plan(journal, plan, Fault("cancel", 3))
+    parent, kid = found[run.instance_id], found[f"{run.instance_id}-1"]
+    assert (fold(parent).status, fold(kid).status) == ("cancelled", "cancelled")
+    assert check_terminal(run.instance_id, parent) == [] and check_terminal("kid", kid) == []
+    kid_events = [event for _, event in decoded(kid)]
+    assert kid_events[1] == CancelRequested(f"parent {run.instance_id} did not record starting it")
+    assert not any(isinstance(e, StepStarted) for e in kid_events), "the orphan ran a step"
+    assert [e.what for e in run.world.effects if e.instance_id == kid[0].stream_id[3:]] == []
+    await journal.close()
