@@ -101,6 +101,8 @@ class World:
     def __init__(self) -> None:
         self.effects: list[Effect] = []
         self.watermark = 0
+        self.delay = 0.0
+        """Real seconds each execution takes (for tests with real worker processes only)."""
 
 
 CURRENT_WORLD: ContextVar[World | None] = ContextVar("sagalog_testing_world", default=None)
@@ -119,6 +121,8 @@ async def _act(script: list[Behaviour], what: str) -> None:
     world = CURRENT_WORLD.get()
     if world is not None:
         world.effects.append(Effect(ctx.instance_id, ctx.seq, ctx.attempt, what, world.watermark))
+        if world.delay:
+            await anyio.sleep(world.delay)  # real time, so a kill -9 can land mid-step
     match behaviour(script, ctx.attempt):
         case "retry":
             raise ConnectionError(f"{what}: service unavailable")
