@@ -27,13 +27,13 @@ from typing import Any, Literal
 import anyio
 import anyio.lowlevel
 import msgspec
+
+from sagalog.clock import ManualClock
 from sagalog.engine import Registry, Runner, Workflow
 from sagalog.replay import TERMINAL, SagaState, WorkflowEvent, apply_event, decode_event, ready_at
 from sagalog.replay.events import CompensationCompleted, StepCompleted, StepStarted
 from sagalog.storage import Event, Journal, StreamFilter
-
-from sagalog.clock import ManualClock
-from sagalog.testing.plans import SIGNAL, CURRENT_WORLD, World
+from sagalog.testing.plans import CURRENT_WORLD, SIGNAL, World
 
 FaultKind = Literal["none", "crash", "cancel", "takeover"]
 SignalMode = Literal["early", "late", "never"]
@@ -48,6 +48,10 @@ class Fault(msgspec.Struct, frozen=True):
 
     kind: FaultKind = "none"
     at: int = 0
+
+
+NO_FAULT = Fault()
+"""A run without a fault."""
 
 
 class SteppingClock(ManualClock):
@@ -84,7 +88,7 @@ class TappedJournal:
         self,
         journal: Journal,
         world: World,
-        fault: Fault = Fault(),
+        fault: Fault = NO_FAULT,
         *,
         before: Hook | None = None,
         after: Hook | None = None,
@@ -199,7 +203,7 @@ async def run_instance(
     args: Sequence[Any],
     *,
     instance_id: str = "i",
-    fault: Fault = Fault(),
+    fault: Fault = NO_FAULT,
     signals: SignalMode = "late",
     world: World | None = None,
 ) -> Run:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import pairwise
 
 from sagalog.replay.events import (
     CompensationCompleted,
@@ -23,9 +24,10 @@ from sagalog.replay.events import (
 )
 from sagalog.storage import Event
 
-TERMINAL_EVENTS = frozenset(
-    {"WorkflowCompleted", "WorkflowFailed", "WorkflowCompensated", "WorkflowCancelled", "WorkflowContinuedAsNew"}
-)
+TERMINAL_EVENTS = frozenset({
+    "WorkflowCompleted", "WorkflowFailed", "WorkflowCompensated", "WorkflowCancelled",
+    "WorkflowContinuedAsNew",
+})  # fmt: skip
 """Event types that end an instance for good."""
 
 _AFTER_END = frozenset({"ParentNotified"})
@@ -49,7 +51,7 @@ def check_versions(stream: str, events: Sequence[Event]) -> list[str]:
     if versions != list(range(1, len(events) + 1)):
         problems.append(f"{stream}: versions are not 1..{len(events)}: {versions[:20]}")
     positions = [e.position for e in events]
-    if any(b <= a for a, b in zip(positions, positions[1:], strict=False)):
+    if any(b <= a for a, b in pairwise(positions)):
         problems.append(f"{stream}: positions do not strictly increase")
     return problems
 
@@ -144,9 +146,8 @@ def check_compensations(instance_id: str, events: Sequence[Event]) -> list[str]:
     order = [for_seq for _, for_seq in started]
     if status in ("compensated", "cancelled"):
         if order != completed[::-1]:
-            problems.append(
-                f"{instance_id}: compensated steps {order}, want the completed ones in reverse {completed[::-1]}"
-            )
+            want = completed[::-1]
+            problems.append(f"{instance_id}: compensated steps {order}, want completed ones reversed {want}")
         wrong = [seq for seq, _ in started if done[seq] + (seq in skipped) != 1]
         if wrong:
             problems.append(f"{instance_id}: compensations {wrong} not recorded as completed exactly once")

@@ -20,10 +20,10 @@ from typing import Any, Literal
 
 import anyio
 import msgspec
-from sagalog.engine import Registry, Retry, step, step_context, workflow
-from sagalog.replay import child, gather, sleep, wait_signal
 
+from sagalog.engine import Registry, Retry, step, step_context, workflow
 from sagalog.errors import StepError
+from sagalog.replay import child, gather, sleep, wait_signal
 
 Behaviour = Literal["ok", "retry", "fatal", "hang"]
 """What one attempt does: return, raise a retryable error, raise :class:`Fatal`, or

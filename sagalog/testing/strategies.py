@@ -15,19 +15,23 @@ from sagalog.testing.plans import STEP_ATTEMPTS, Behaviour, Op, StepSpec
 TAGS = "abcdefghjk"
 
 
-def scripts(*, transient: int = STEP_ATTEMPTS - 2, end: tuple[Behaviour, ...] = ("ok", "fatal")) -> st.SearchStrategy[tuple[Behaviour, ...]]:
+def scripts(
+    *, transient: int = STEP_ATTEMPTS - 2, end: tuple[Behaviour, ...] = ("ok", "fatal")
+) -> st.SearchStrategy[tuple[Behaviour, ...]]:
     """Per-attempt behaviours: up to ``transient`` retryable failures or hangs, then one of ``end``.
 
     The default leaves a plan step one attempt to spare, so a crash (which
     spends the attempt it interrupts) cannot change how the step ends.
     """
-    failures = st.lists(st.sampled_from(["retry", "hang"]), max_size=transient)
+    kinds: list[Behaviour] = ["retry", "hang"]
+    failures = st.lists(st.sampled_from(kinds), max_size=transient)
     return st.builds(lambda f, e: (*f, e), failures, st.sampled_from(end))
 
 
 def undo_scripts() -> st.SearchStrategy[tuple[Behaviour, ...]]:
     """A compensation's behaviours: any failures (enough to exhaust its retries), then success."""
-    failures = st.lists(st.sampled_from(["retry", "hang", "fatal"]), max_size=3)
+    kinds: list[Behaviour] = ["retry", "hang", "fatal"]
+    failures = st.lists(st.sampled_from(kinds), max_size=3)
     return failures.map(lambda f: (*f, "ok"))
 
 
@@ -75,7 +79,9 @@ def signal_modes() -> st.SearchStrategy[SignalMode]:
     return st.sampled_from(["late", "early", "never"])
 
 
-def faults(appends: int, kinds: tuple[FaultKind, ...] = ("crash", "cancel", "takeover")) -> st.SearchStrategy[Fault]:
+def faults(
+    appends: int, kinds: tuple[FaultKind, ...] = ("crash", "cancel", "takeover")
+) -> st.SearchStrategy[Fault]:
     """A fault of one of ``kinds`` at one of the worker's ``appends`` append points."""
     return st.builds(Fault, st.sampled_from(kinds), st.integers(1, max(1, appends)))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pytest
 from sagalog.storage import connect
+
 from sagalog.testing import (
     PLAN_REGISTRY,
     Fault,

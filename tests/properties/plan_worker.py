@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from sagalog.engine import DEFAULT_REGISTRY
+
 from sagalog.testing import CURRENT_WORLD, PLAN_REGISTRY, Effect, World
 
 DEFAULT_REGISTRY.workflows.update(PLAN_REGISTRY.workflows)

@@ -8,7 +8,9 @@ from typing import Any
 from sagalog.replay import SagaFold, SagaState, apply_event
 from sagalog.replay.executor import Executor, default_decode
 from sagalog.storage import Event, Journal
+
 from sagalog.testing import (
+    NO_FAULT,
     PLAN_REGISTRY,
     Fault,
     Op,
@@ -27,7 +29,7 @@ def new_id() -> str:
 
 
 async def run_plan(
-    journal: Journal, plan: list[Op], fault: Fault = Fault(), signals: SignalMode = "late"
+    journal: Journal, plan: list[Op], fault: Fault = NO_FAULT, signals: SignalMode = "late"
 ) -> tuple[Run, dict[str, list[Event]]]:
     """Run ``plan`` to its end under ``fault``; the run and the histories of its instances."""
     run = await run_instance(

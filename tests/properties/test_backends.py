@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from props import run_plan
 from sagalog.storage import connect
+
 from sagalog.testing import (
-    Fault,
     Op,
     check_all,
     executions_after_completion,

@@ -14,13 +14,16 @@ from typing import Any
 
 import pytest
 from conftest import examples
-from hypothesis import example, given
+from hypothesis import given
 from hypothesis import strategies as st
 from props import fold, replay, run_plan
-from sagalog.replay.events import CompensationFailed, CompensationRetried, CompensationStarted, StepStarted
+from sagalog.engine import Runner
 from sagalog.replay import TERMINAL, SagaFold, decode_event
+from sagalog.replay.events import CompensationFailed, CompensationRetried, CompensationStarted, StepStarted
 from sagalog.storage import connect
+
 from sagalog.testing import (
+    PLAN_REGISTRY,
     Fault,
     Op,
     StepSpec,
@@ -39,6 +42,7 @@ from sagalog.testing.strategies import crash_points, faults, plans, signal_modes
 pytestmark = pytest.mark.anyio
 
 ANY_FAULT = ("none", "crash", "cancel", "takeover")
+KINDS = ["crash", "takeover"]
 
 
 async def faulted_run(data: st.DataObject, plan: list[Op], signals: Any) -> Any:
@@ -50,29 +54,29 @@ async def faulted_run(data: st.DataObject, plan: list[Op], signals: Any) -> Any:
     return journal, run, found
 
 
-@examples(1.0)
+@examples(5.0)
 @given(plan=plans(exhaust=True), signals=signal_modes(), data=st.data())
 async def test_inv1_exactly_one_terminal_state(plan: list[Op], signals: Any, data: st.DataObject) -> None:
-    journal, run, found = await faulted_run(data, plan, signals)
+    journal, _, found = await faulted_run(data, plan, signals)
     for instance, events in found.items():
         assert check_terminal(instance, events) == []
         assert fold(events).status in TERMINAL
     await journal.close()
 
 
-@examples(1.0)
+@examples(5.0)
 @given(plan=plans(exhaust=True), signals=signal_modes(), data=st.data())
 async def test_inv2_compensations_are_the_completed_steps_in_reverse(
     plan: list[Op], signals: Any, data: st.DataObject
 ) -> None:
-    journal, run, found = await faulted_run(data, plan, signals)
+    journal, _, found = await faulted_run(data, plan, signals)
     for instance, events in found.items():
         assert check_compensations(instance, events) == []
         assert check_completions(instance, events) == []
     await journal.close()
 
 
-@examples(1.0)
+@examples(5.0)
 @given(plan=plans(exhaust=True), signals=signal_modes(), data=st.data())
 async def test_inv3_no_compensation_without_completion_no_step_after_compensation_began(
     plan: list[Op], signals: Any, data: st.DataObject
@@ -100,10 +104,8 @@ async def test_inv3_no_compensation_without_completion_no_step_after_compensatio
     await journal.close()
 
 
-@examples(1.0)
-@given(
-    plan=plans(racy=False), signals=signal_modes(), data=st.data(), kind=st.sampled_from(["crash", "takeover"])
-)
+@examples(5.0)
+@given(plan=plans(racy=False), signals=signal_modes(), data=st.data(), kind=st.sampled_from(KINDS))
 async def test_inv4_crash_anywhere_resume_equals_no_crash(
     plan: list[Op], signals: Any, data: st.DataObject | None, kind: str
 ) -> None:
@@ -125,47 +127,47 @@ async def test_inv4_crash_anywhere_resume_equals_no_crash(
     await journal.close()
 
 
-@examples(1.0)
+@examples(5.0)
 @given(plan=plans(exhaust=True), signals=signal_modes(), data=st.data())
 async def test_inv5_replaying_a_final_history_yields_the_recorded_commands(
     plan: list[Op], signals: Any, data: st.DataObject
 ) -> None:
-    journal, run, found = await faulted_run(data, plan, signals)
+    journal, _, found = await faulted_run(data, plan, signals)
     for instance, events in found.items():
         executor = replay(events)  # raises NonDeterminismError on any other command
         assert executor.decide() == [], "the code yields commands the history does not hold"
         state = fold(events)
         assert executor.status == state.status
         assert executor.result == state.result
-        from sagalog.engine import Runner
-        from sagalog.testing import PLAN_REGISTRY
+
 
         # Snapshots were taken every 5 events: describe() reads the latest one and the tail.
         assert await Runner(journal, PLAN_REGISTRY, snapshot_every=5).describe(instance) == state
     await journal.close()
 
 
-@examples(1.0)
+@examples(5.0)
 @given(plan=plans(exhaust=True), signals=signal_modes(), data=st.data())
 async def test_inv6_fold_of_snapshot_and_tail_equals_fold_of_all(
     plan: list[Op], signals: Any, data: st.DataObject
 ) -> None:
-    journal, run, found = await faulted_run(data, plan, signals)
+    journal, _, found = await faulted_run(data, plan, signals)
     fold_ = SagaFold()
     for events in found.values():
         whole = fold(events)
         for k in range(len(events) + 1):
-            snapshot = fold_.decode(fold_.encode(fold(events[:k]) if k else fold_.initial(events[0].stream_id)))
+            before = fold(events[:k]) if k else fold_.initial(events[0].stream_id)
+            snapshot = fold_.decode(fold_.encode(before))
             assert (fold(events[k:], snapshot) if k < len(events) else snapshot) == whole, k
     await journal.close()
 
 
-@examples(1.0)
+@examples(5.0)
 @given(plan=plans(exhaust=True), signals=signal_modes(), data=st.data())
 async def test_inv7_streams_contiguous_global_order_complete(
     plan: list[Op], signals: Any, data: st.DataObject
 ) -> None:
-    journal, run, found = await faulted_run(data, plan, signals)
+    journal, _, found = await faulted_run(data, plan, signals)
     for instance, events in found.items():
         assert check_versions(f"wf-{instance}", events) == []
     everything = await read_everything(journal)
@@ -177,7 +179,7 @@ async def test_inv7_streams_contiguous_global_order_complete(
 undoable = st.lists(step_specs(undo=True, fatal=False), min_size=1, max_size=3)
 
 
-@examples(1.0)
+@examples(5.0)
 @given(
     steps=undoable,
     signals=signal_modes(),

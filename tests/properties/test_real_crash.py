@@ -27,6 +27,7 @@ from props import new_id
 from sagalog.engine import Runner
 from sagalog.replay import TERMINAL
 from sagalog.storage import Event, connect
+
 from sagalog.testing import (
     PLAN_REGISTRY,
     Op,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 from props import fold, run_plan
-from sagalog.storage import connect
-from sagalog.testing import Fault, Op, StepSpec, check_terminal, decoded
 from sagalog.replay.events import CancelRequested, StepStarted
+from sagalog.storage import connect
+
+from sagalog.testing import Fault, Op, StepSpec, check_terminal, decoded
 
 pytestmark = pytest.mark.anyio
 
