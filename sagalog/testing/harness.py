@@ -292,7 +292,8 @@ async def outcome(journal: Journal, instance_id: str) -> dict[str, Outcome]:
                 steps[seq] = value
         # A crash-interrupted attempt counts as an attempt: only the count may differ.
         message = re.sub(r"after \d+ attempt\(s\)", "after n attempt(s)", state.message)
-        message = message.replace(instance_id, "<id>")  # runs compared have different ids
+        # Runs compared have different ids; child ids ('<id>-<n>') show up in messages.
+        message = message.replace(f"'{instance_id}-", "'<id>-")
         result = None if state.result is None else msgspec.msgpack.decode(state.result)
         found[instance] = Outcome(state.status, result, message, steps, undone)
     return found
