@@ -8,6 +8,7 @@ them on your own workflows.
 """
 
 from sagalog.testing.harness import (
+    NO_FAULT,
     Crash,
     Fault,
     FaultKind,
@@ -53,6 +54,7 @@ from sagalog.testing.plans import (
 
 __all__ = [
     "CURRENT_WORLD",
+    "NO_FAULT",
     "PLAN_REGISTRY",
     "TERMINAL_EVENTS",
     "Behaviour",

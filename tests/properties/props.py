@@ -1,10 +1,16 @@
-"""What the property tests share: run a plan with a fault, and look at what it left."""
+"""What the property tests share: example counts, a plan run with a fault, and what it left.
+
+Example counts scale with the active hypothesis profile (``fast`` by default,
+``thorough`` for long runs: ``HYPOTHESIS_PROFILE=thorough make test``), so
+the memory backend gets many examples and SQLite/PostgreSQL a few.
+"""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
+from hypothesis import HealthCheck, settings
 from sagalog.replay import SagaFold, SagaState, apply_event
 from sagalog.replay.executor import Executor, default_decode
 from sagalog.storage import Event, Journal
@@ -21,6 +27,16 @@ from sagalog.testing import (
     plan_saga,
     run_instance,
 )
+
+
+def examples(share: float, least: int = 1) -> settings:
+    """Settings with ``share`` of the active profile's ``max_examples`` (at least ``least``)."""
+    active = settings()
+    return settings(
+        active,
+        max_examples=max(least, round(active.max_examples * share)),
+        suppress_health_check=[*active.suppress_health_check, HealthCheck.function_scoped_fixture],
+    )
 
 
 def new_id() -> str:

@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import examples
 from hypothesis import given
 from hypothesis import strategies as st
-from props import run_plan
+from props import examples, run_plan
 from sagalog.storage import connect
 
 from sagalog.testing import (

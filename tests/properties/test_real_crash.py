@@ -20,10 +20,9 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import examples
 from hypothesis import given
 from hypothesis import strategies as st
-from props import new_id
+from props import examples, new_id
 from sagalog.engine import Runner
 from sagalog.replay import TERMINAL
 from sagalog.storage import Event, connect
