@@ -44,7 +44,8 @@ class Crash(BaseException):
 
 
 class Fault(msgspec.Struct, frozen=True):
-    """One fault injected at the worker's append number ``at`` (1-based)."""
+    """One fault injected at the worker's append number ``at`` (1-based; a cancel at 0
+    comes right after the start, before the worker appends anything)."""
 
     kind: FaultKind = "none"
     at: int = 0
@@ -179,7 +180,8 @@ async def drive(
         wakes: list[datetime] = []
         for instance in await family(runner.journal, instance_id):
             state = await runner.advance(instance)
-            if signals == "late" and state.waits:
+            # Every wait gets its late signal before the clock may reach the wait's timeout.
+            while signals == "late" and state.waits:
                 await client.signal(instance, SIGNAL, "late")
                 state = await runner.advance(instance)
             if state.status == "compensation_failed":
@@ -250,6 +252,9 @@ async def _run(
     await client.start(workflow, *args, id=instance_id)
     if signals == "early":
         await client.signal(instance_id, SIGNAL, "early")
+    if fault.kind == "cancel" and fault.at == 0:  # before the worker does anything
+        tapped.fired = True
+        await cancel("")
     crashed = False
     try:
         await drive(worker, client, clock, instance_id, signals)

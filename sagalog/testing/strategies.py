@@ -82,8 +82,14 @@ def signal_modes() -> st.SearchStrategy[SignalMode]:
 def faults(
     appends: int, kinds: tuple[FaultKind, ...] = ("crash", "cancel", "takeover")
 ) -> st.SearchStrategy[Fault]:
-    """A fault of one of ``kinds`` at one of the worker's ``appends`` append points."""
-    return st.builds(Fault, st.sampled_from(kinds), st.integers(1, max(1, appends)))
+    """A fault of one of ``kinds`` at one of the worker's ``appends`` append points
+    (a cancel may also come before the first)."""
+
+    def at(kind: FaultKind) -> st.SearchStrategy[Fault]:
+        first = 0 if kind == "cancel" else 1
+        return st.builds(Fault, st.just(kind), st.integers(first, max(1, appends)))
+
+    return st.sampled_from(kinds).flatmap(at)
 
 
 def crash_points(appends: int, *, enumerate_up_to: int = 12, sample: int = 3) -> st.SearchStrategy[list[int]]:
