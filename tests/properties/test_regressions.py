@@ -7,7 +7,7 @@ from props import fold, run_plan
 from sagalog.replay.events import CancelRequested, StepStarted
 from sagalog.storage import connect
 
-from sagalog.testing import Fault, Op, StepSpec, check_terminal, decoded
+from sagalog.testing import Fault, Op, StepSpec, check_terminal, decoded, histories
 
 pytestmark = pytest.mark.anyio
 
@@ -34,4 +34,21 @@ async def test_a_child_created_for_a_commit_that_lost_to_a_cancel_is_cancelled_n
     assert kid_events[1] == CancelRequested(f"parent {run.instance_id} did not record starting it")
     assert not any(isinstance(e, StepStarted) for e in kid_events), "the orphan ran a step"
     assert [e.what for e in run.world.effects if e.instance_id == kid[0].stream_id[3:]] == []
+    await journal.close()
+
+
+async def test_late_signals_reach_every_wait_before_its_timeout_even_around_a_crash() -> None:
+    """Found by test_inv4_crash_anywhere_resume_equals_no_crash (plan: two signal waits).
+
+    A harness bug, not the engine's: after delivering a late signal the
+    driver moved the clock to the next wait's timeout before signalling it.
+    """
+    journal = await connect("memory://")
+    plan = [Op("signal"), Op("signal")]
+    clean, _ = await run_plan(journal, plan)
+    assert fold((await histories(journal, clean.instance_id))[clean.instance_id]).status == "completed"
+    for at in range(1, clean.worker.appends + 1):
+        run, found = await run_plan(journal, plan, Fault("crash", at))
+        assert run.crashed, at
+        assert fold(found[run.instance_id]).status == "completed", at
     await journal.close()
