@@ -12,8 +12,8 @@ The fault model (see docs/guarantees.md):
   replays.
 
 Signals come from a client, never from the faulty worker: ``early`` sends
-them right after the start, ``late`` whenever the instance waits, ``never``
-lets every wait time out. An instance waiting for an operator
+one ``go`` right after the start (a later wait times out), ``late`` sends
+each wait its signal while it waits, ``never`` lets every wait time out. An instance waiting for an operator
 (``compensation_failed``) gets an operator's retry, as many as it takes.
 """
 
@@ -181,8 +181,10 @@ async def drive(
         for instance in await family(runner.journal, instance_id):
             state = await runner.advance(instance)
             # Every wait gets its late signal before the clock may reach the wait's timeout.
-            while signals == "late" and state.waits:
-                await client.signal(instance, SIGNAL, "late")
+            for _ in range(100):
+                if signals != "late" or not state.waits:
+                    break
+                await client.signal(instance, next(iter(state.waits.values())), "late")
                 state = await runner.advance(instance)
             if state.status == "compensation_failed":
                 await client.retry_compensation(instance, "operator")
@@ -234,7 +236,8 @@ async def _run(
     clock = SteppingClock()
 
     def runner(on: Any) -> Runner:
-        # A fixed worker id keeps metadata stable; no snapshots below 5 events tests the snapshot path.
+        # A fixed worker id keeps metadata stable; a snapshot every 5 events puts
+        # snapshots inside most histories, so describe() and replays go through them.
         return Runner(on, registry, clock=clock, worker_id="props", snapshot_every=5)
 
     client = runner(TappedJournal(journal, world))
