@@ -95,6 +95,8 @@ class _Live(msgspec.Struct):
     fresh: bool = False
     """Read by :meth:`Runner.preload` after a claim and not used since: the next
     load trusts it without reading the tail."""
+    adopted: bool = False
+    """A child whose parent was seen to record starting it (see :meth:`Runner._orphaned`)."""
 
 
 class _Handoff(msgspec.Struct):
@@ -164,9 +166,6 @@ class Runner:
         self._fold = SagaFold()
         self._locks: dict[str, anyio.Lock] = {}
         self._inflight: dict[str, dict[int, anyio.CancelScope]] = {}
-        # Children created for a commit that then lost a race (ConcurrencyError):
-        # cancelled unless the replayed parent records starting them after all.
-        self._unrecorded: dict[str, set[str]] = {}
         self._rng = random.Random()
         self._meta = {"worker": self.worker_id}
         # -- sessions (issue 5): ctx.session commands run as built-in steps with
@@ -548,27 +547,47 @@ class Runner:
                     except _Idle as idle:
                         state, decided = idle.state, []
                     else:
-                        decided = await self._commit_all(live, inputs, tg, handoff)
+                        orphan = await self._orphaned(live)
+                        decided = await self._commit_all(live, [*inputs, *orphan], tg, handoff)
                         state = live.state
             except ConcurrencyError:
                 self.cache.pop(instance_id, None)  # someone else appended: replay
                 trust = fresh = False
                 continue
             await self._after_commit(instance_id, state, decided)
-            await self._cancel_orphans(instance_id, state)
             return state
         raise ConcurrencyError(stream_id(instance_id), -1, -1)
 
-    async def _cancel_orphans(self, instance_id: str, state: SagaState) -> None:
-        """Cancel children created for a commit that lost a race and that the parent,
-        replayed, did not start after all (it was cancelled meanwhile, say): no one
-        would ever wait for them, so they must not run their steps."""
-        created = self._unrecorded.pop(instance_id, None)
-        if not created:
-            return
-        recorded = {c.child_id for c in state.children.values()}
-        for child_id in sorted(created - recorded):
-            await self.cancel(child_id, f"parent {instance_id} did not record starting it")
+    async def _orphaned(self, live: _Live) -> list[WorkflowEvent]:
+        """A cancel for a child whose parent never recorded starting it and never will.
+
+        A child is created just before its parent records ``ChildStarted`` (so a
+        crash cannot lose it). If that append then fails (a crash, a race lost to
+        a cancel) and the replayed parent does not decide the same child again,
+        the child is an orphan: nobody waits for it, cancels it or compensates
+        it, so it must not run. Once the parent has recorded it, or has neither
+        ended nor stopped deciding (it may still record it), the child runs; the
+        parent is read until then only.
+        """
+        state = live.state
+        if live.adopted or state.parent_id is None or state.detached:
+            return []
+        if state.status != "running" or state.cancel_requested is not None:
+            return []  # unwinding or ended already
+        try:
+            parent = await self.describe(state.parent_id)
+        except NotFoundError:
+            return []
+        known = parent.children.get(state.parent_seq) if state.parent_seq is not None else None
+        if known is not None and known.child_id == state.instance_id:
+            live.adopted = True
+            return []
+        # A parent that ended, or whose code was closed by a cancel or an error
+        # (it only compensates now), makes no new decision: it will never record it.
+        done = parent.terminal or parent.status in ("compensating", "compensation_failed")
+        if done or parent.cancel_requested is not None:
+            return [CancelRequested(f"parent {state.parent_id} never recorded starting it")]
+        return []
 
     async def _commit_all(
         self,
@@ -828,11 +847,8 @@ class Runner:
                 schedule=Schedule(ready_at(state, now)),
             )
             self.appended.extend(event.position for event in stored)
-        except BaseException as exc:
+        except BaseException:
             self.cache.pop(ex.instance_id, None)  # its executor is ahead of the journal now
-            if isinstance(exc, ConcurrencyError):
-                created = {e.child_id for e in events if isinstance(e, ChildStarted)}
-                self._unrecorded.setdefault(ex.instance_id, set()).update(created)
             raise
         finally:
             self.appending -= 1

@@ -30,6 +30,7 @@ from sagalog.testing.harness import (
 from sagalog.testing.invariants import (
     TERMINAL_EVENTS,
     check_all,
+    check_children,
     check_compensations,
     check_completions,
     check_global,
@@ -73,6 +74,7 @@ __all__ = [
     "World",
     "behaviour",
     "check_all",
+    "check_children",
     "check_compensations",
     "check_completions",
     "check_global",

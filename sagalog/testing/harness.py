@@ -6,6 +6,8 @@ The fault model (see docs/guarantees.md):
   (everything appended before is durable, nothing after it happens); a fresh
   runner then resumes from the journal alone.
 * ``cancel``: right after append ``at``, a client cancels the instance.
+* ``crash_cancel``: a crash as above, and a client cancels the instance
+  before another runner resumes it.
 * ``takeover``: before append ``at``, the worker's lease is lost: another
   runner advances the instance first. The first worker lives on as a zombie;
   its append then fails on the expected version (the fencing token) and it
@@ -35,7 +37,7 @@ from sagalog.replay.events import CompensationCompleted, StepCompleted, StepStar
 from sagalog.storage import Event, Journal, StreamFilter
 from sagalog.testing.plans import CURRENT_WORLD, SIGNAL, World
 
-FaultKind = Literal["none", "crash", "cancel", "takeover"]
+FaultKind = Literal["none", "crash", "cancel", "takeover", "crash_cancel"]
 SignalMode = Literal["early", "late", "never"]
 
 
@@ -113,7 +115,7 @@ class TappedJournal:
         strike = self.fault.kind != "none" and self.appends == self.fault.at and not self.fired
         if strike:
             self.fired = True
-            if self.fault.kind == "crash":
+            if self.fault.kind in ("crash", "crash_cancel"):
                 raise Crash(f"died instead of append {self.appends}")
             if self.fault.kind == "takeover" and self.before is not None:
                 await self.before(stream_id)
@@ -266,6 +268,8 @@ async def _run(
             raise
         crashed = True
         clock.advance(1)
+        if fault.kind == "crash_cancel":
+            await cancel("")
         await drive(runner(TappedJournal(journal, world)), client, clock, instance_id, signals)
     return Run(instance_id, world, tapped, crashed)
 

@@ -14,12 +14,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import pairwise
 
 from sagalog.replay.events import (
+    ChildStarted,
     CompensationCompleted,
     CompensationSkipped,
     CompensationStarted,
     StepCompleted,
     StepScheduled,
     StepStarted,
+    WorkflowStarted,
     decode_event,
 )
 from sagalog.storage import Event
@@ -169,6 +171,35 @@ def check_history(instance_id: str, events: Sequence[Event]) -> list[str]:
     ]
 
 
+def check_children(histories: Mapping[str, Sequence[Event]]) -> list[str]:
+    """A child workflow runs steps only if its parent recorded starting it (guarantee 3).
+
+    ``histories`` maps instance ids to their events and holds the parents of
+    the children in it. A child its parent never recorded is an orphan:
+    nobody waits for it, cancels it or hears of it, so it must not run.
+    """
+    recorded: set[tuple[str, str]] = set()
+    for instance, events in histories.items():
+        for event in events:
+            if event.type == "ChildStarted":
+                decoded = decode_event(event)
+                assert isinstance(decoded, ChildStarted)
+                recorded.add((instance, decoded.child_id))
+    problems = []
+    for instance, events in histories.items():
+        if not events or events[0].type != "WorkflowStarted":
+            continue
+        started = decode_event(events[0])
+        assert isinstance(started, WorkflowStarted)
+        parent = started.parent_id
+        if parent is None or started.detached or parent not in histories:
+            continue
+        ran = any(e.type == "StepStarted" for e in events)
+        if ran and (parent, instance) not in recorded:
+            problems.append(f"{instance}: ran steps although its parent {parent} never recorded starting it")
+    return problems
+
+
 def check_global(everything: Sequence[Event], streams: Mapping[str, Sequence[Event]]) -> list[str]:
     """The global order has no event twice, none missing, none out of order (guarantee 7).
 
@@ -196,7 +227,8 @@ def check_global(everything: Sequence[Event], streams: Mapping[str, Sequence[Eve
 
 
 def check_all(histories: Mapping[str, Sequence[Event]], everything: Iterable[Event]) -> list[str]:
-    """:func:`check_history` of each instance (by id) and :func:`check_global` over them."""
+    """:func:`check_history` of each instance (by id), :func:`check_children` and
+    :func:`check_global` over them."""
     problems = [p for instance, events in histories.items() for p in check_history(instance, events)]
     streams = {f"wf-{instance}": events for instance, events in histories.items()}
-    return problems + check_global(list(everything), streams)
+    return problems + check_children(histories) + check_global(list(everything), streams)

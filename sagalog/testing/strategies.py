@@ -80,7 +80,7 @@ def signal_modes() -> st.SearchStrategy[SignalMode]:
 
 
 def faults(
-    appends: int, kinds: tuple[FaultKind, ...] = ("crash", "cancel", "takeover")
+    appends: int, kinds: tuple[FaultKind, ...] = ("crash", "cancel", "takeover", "crash_cancel")
 ) -> st.SearchStrategy[Fault]:
     """A fault of one of ``kinds`` at one of the worker's ``appends`` append points
     (a cancel may also come before the first)."""

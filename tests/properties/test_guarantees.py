@@ -26,6 +26,7 @@ from sagalog.testing import (
     Fault,
     Op,
     StepSpec,
+    check_children,
     check_compensations,
     check_completions,
     check_global,
@@ -40,7 +41,7 @@ from sagalog.testing.strategies import crash_points, faults, plans, signal_modes
 
 pytestmark = pytest.mark.anyio
 
-ANY_FAULT = ("none", "crash", "cancel", "takeover")
+ANY_FAULT = ("none", "crash", "cancel", "takeover", "crash_cancel")
 KINDS = ["crash", "takeover"]
 
 
@@ -81,6 +82,7 @@ async def test_inv3_no_compensation_without_completion_no_step_after_compensatio
     plan: list[Op], signals: Any, data: st.DataObject
 ) -> None:
     journal, run, found = await faulted_run(data, plan, signals)
+    assert check_children(found) == []
     # What really ran (the world's log), against the journal.
     for instance, events in found.items():
         undoes: dict[int, int] = {}
