@@ -122,7 +122,7 @@ async def test_real_kill_9_at_a_generated_point_then_another_worker_resumes(
         first.kill()
         await first.wait()
         second = await WorkerProcess.spawn(pg_url, name="heir", **spawn)  # type: ignore[arg-type]
-        assert await wait_ended(journal, iid, 40), second.log_text()
+        assert await wait_ended(journal, iid, 60), second.log_text()
     finally:
         first.kill()
         await first.wait()
@@ -130,7 +130,12 @@ async def test_real_kill_9_at_a_generated_point_then_another_worker_resumes(
             second.terminate()
             await second.wait()
     found = await histories(journal, iid)
-    assert check_all(found, await read_everything(journal)) == []
-    assert list((await outcome(journal, iid)).values()) == expected
-    assert ran_after_completion(log, found) == []
+    # On failure: what each instance recorded, and what each worker said.
+    story = "\n".join(
+        [f"{i}: {[e.type for e in events]}" for i, events in found.items()]
+        + [first.log_text(), second.log_text() if second is not None else ""]
+    )
+    assert check_all(found, await read_everything(journal)) == [], story
+    assert list((await outcome(journal, iid)).values()) == expected, story
+    assert ran_after_completion(log, found) == [], story
     await journal.close()
