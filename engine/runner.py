@@ -921,7 +921,7 @@ class Runner:
             )
         parent = await self.describe(state.parent_id)
         if parent.terminal:
-            pass  # nothing waits for it any more (an orphan, see _cancel_orphans): only mark it done
+            pass  # nothing waits for it any more (an orphan, see _orphaned): only mark it done
         elif parent.workflow in self.registry.workflows and parent.status != "parked":
             await self._tick(state.parent_id, [event], None)
         else:  # no code for the parent here: record the outcome for whoever has it
