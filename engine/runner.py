@@ -113,6 +113,8 @@ class _Live(msgspec.Struct):
     def set_trace(self, traceparent: str | None, worker_meta: dict[str, str]) -> None:
         """Carry ``traceparent`` on the events appended from now on (None: keep none)."""
         self.meta = {**worker_meta, TRACEPARENT: traceparent} if traceparent else worker_meta
+    adopted: bool = False
+    """A child whose parent was seen to record starting it (see :meth:`Runner._orphaned`)."""
 
 
 class _Handoff(msgspec.Struct):
@@ -650,7 +652,8 @@ class Runner:
                     else:
                         if loaded is not None:
                             loaded(live)
-                        decided = await self._commit_all(live, inputs, tg, handoff)
+                        orphan = await self._orphaned(live)
+                        decided = await self._commit_all(live, [*inputs, *orphan], tg, handoff)
                         state = live.state
             except ConcurrencyError:
                 self.cache.pop(instance_id, None)  # someone else appended: replay
@@ -659,6 +662,37 @@ class Runner:
             await self._after_commit(instance_id, state, decided)
             return state
         raise ConcurrencyError(stream_id(instance_id), -1, -1)
+
+    async def _orphaned(self, live: _Live) -> list[WorkflowEvent]:
+        """A cancel for a child whose parent never recorded starting it and never will.
+
+        A child is created just before its parent records ``ChildStarted`` (so a
+        crash cannot lose it). If that append then fails (a crash, a race lost to
+        a cancel) and the replayed parent does not decide the same child again,
+        the child is an orphan: nobody waits for it, cancels it or compensates
+        it, so it must not run. Once the parent has recorded it, or has neither
+        ended nor stopped deciding (it may still record it), the child runs; the
+        parent is read until then only.
+        """
+        state = live.state
+        if live.adopted or state.parent_id is None or state.detached:
+            return []
+        if state.status != "running" or state.cancel_requested is not None:
+            return []  # unwinding or ended already
+        try:
+            parent = await self.describe(state.parent_id)
+        except NotFoundError:
+            return []
+        known = parent.children.get(state.parent_seq) if state.parent_seq is not None else None
+        if known is not None and known.child_id == state.instance_id:
+            live.adopted = True
+            return []
+        # A parent that ended, or whose code was closed by a cancel or an error
+        # (it only compensates now), makes no new decision: it will never record it.
+        done = parent.terminal or parent.status in ("compensating", "compensation_failed")
+        if done or parent.cancel_requested is not None:
+            return [CancelRequested(f"parent {state.parent_id} never recorded starting it")]
+        return []
 
     async def _commit_all(
         self,
@@ -1066,7 +1100,9 @@ class Runner:
                 state.parent_seq, state.instance_id, state.status, state.error_type, state.message
             )
         parent = await self.describe(state.parent_id)
-        if parent.workflow in self.registry.workflows and parent.status != "parked":
+        if parent.terminal:
+            pass  # nothing waits for it any more (an orphan, see _orphaned): only mark it done
+        elif parent.workflow in self.registry.workflows and parent.status != "parked":
             await self._tick(state.parent_id, [event], None)
         else:  # no code for the parent here: record the outcome for whoever has it
             schedule = Schedule(None if parent.status == "parked" else self.clock.now())
@@ -1148,6 +1184,8 @@ def _fold(state: SagaState, pairs: Sequence[tuple[int, WorkflowEvent]]) -> SagaS
 
 def _still_valid(ex: Executor, event: WorkflowEvent) -> bool:
     """Whether an outcome still applies after a replay (not recorded or abandoned meanwhile)."""
+    if ex.ended:
+        return False  # nothing is appended after the terminal event
     if isinstance(event, _OUTCOMES):
         task = ex.steps.get(event.seq)
         return task is not None and not task.done and task.running and task.attempt == event.attempt

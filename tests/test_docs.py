@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES = ["concepts.md", "api.md", "replay-tool.md", "storage.md", "operations.md", "../README.md"]
+PAGES = [
+    "concepts.md", "api.md", "replay-tool.md", "storage.md", "operations.md", "guarantees.md", "../README.md"
+]
 
 MARKER = re.compile(r"^<!--\s*run(?P<continue>:\s*continue)?\s*-->\s*$")
 FENCE = re.compile(r"^```python\s*$")

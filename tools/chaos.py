@@ -20,7 +20,10 @@ Invariants:
   order has no gap, duplicate or reordering of any stream;
 * no step runs again after its completion was recorded (each execution is
   logged by the step itself, see ``chaos_workflows.py``);
-* each step's completion is recorded at most once.
+* each step's completion is recorded at most once;
+* compensations undo exactly the completed steps, in reverse order.
+
+The per-stream and global checks are sagalog.testing's (docs/guarantees.md).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 from typing import IO, Any
 
@@ -187,48 +190,12 @@ async def check_journal(journal: Any, ids: list[str], runs_path: Path | None) ->
 
 
 def _check_stream(instance_id: str, events: list[Any], report: Report) -> None:
-    versions = [e.version for e in events]
-    if versions != list(range(1, len(events) + 1)):
-        report.problems.append(f"{instance_id}: versions are not 1..{len(events)}: {versions[:20]}")
-    positions = [e.position for e in events]
-    if positions != sorted(set(positions)):
-        report.problems.append(f"{instance_id}: positions not strictly increasing")
+    from sagalog.testing import check_history, terminal_status
+
+    report.problems.extend(check_history(instance_id, events))
     report.events += len(events)
-    terminal = [e for e in events if e.type in TERMINAL_EVENTS]
-    starts = [e for e in events if e.type == "WorkflowStarted"]
-    if len(starts) != 1:
-        report.problems.append(f"{instance_id}: {len(starts)} WorkflowStarted events")
-    if len(terminal) != 1:
-        kinds = [e.type for e in terminal] or ["none"]
-        report.problems.append(f"{instance_id}: terminal events {kinds} (want exactly one)")
-    elif events[-1].type not in TERMINAL_EVENTS:
-        report.problems.append(f"{instance_id}: events after its terminal event ({events[-1].type})")
-    status = terminal[0].type.removeprefix("Workflow").lower() if terminal else "unfinished"
+    status = terminal_status(events)
     report.statuses[status] = report.statuses.get(status, 0) + 1
-    _check_completions_once(instance_id, events, report)
-
-
-def _check_completions_once(instance_id: str, events: list[Any], report: Report) -> None:
-    from sagalog.replay.events import decode_event
-
-    seen: Counter[tuple[str, int]] = Counter()
-    started_after_done: list[int] = []
-    done: set[int] = set()
-    for event in events:
-        if event.type not in ("StepCompleted", "CompensationCompleted", "StepStarted"):
-            continue
-        seq = int(decode_event(event).seq)  # type: ignore[union-attr]
-        if event.type == "StepStarted":
-            if seq in done:
-                started_after_done.append(seq)
-            continue
-        seen[(event.type, seq)] += 1
-        done.add(seq)
-    twice = [f"#{seq}" for (_, seq), n in seen.items() if n > 1]
-    if twice:
-        report.problems.append(f"{instance_id}: completion recorded twice for {', '.join(twice)}")
-    if started_after_done:
-        report.problems.append(f"{instance_id}: attempts started after completion of {started_after_done}")
 
 
 async def _read_all(journal: Any) -> list[Any]:
@@ -242,15 +209,9 @@ async def _read_all(journal: Any) -> list[Any]:
 
 
 def _check_global(everything: list[Any], by_stream: dict[str, list[Any]], report: Report) -> None:
-    positions = [e.position for e in everything]
-    if len(set(positions)) != len(positions) or positions != sorted(positions):
-        report.problems.append("global order: duplicate or out-of-order positions")
-    per_stream: dict[str, list[int]] = defaultdict(list)
-    for event in everything:
-        per_stream[event.stream_id].append(event.version)
-    for stream, events in by_stream.items():
-        if per_stream.get(stream, []) != [e.version for e in events]:
-            report.problems.append(f"{stream}: the global order disagrees with the stream")
+    from sagalog.testing import check_global
+
+    report.problems.extend(check_global(everything, by_stream))
 
 
 def summary(report: Report, seconds: float, kills: int) -> str:
