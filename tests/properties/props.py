@@ -11,7 +11,8 @@ import uuid
 from typing import Any
 
 from hypothesis import HealthCheck, settings
-from sagalog.replay import SagaFold, SagaState, apply_event
+from sagalog.replay import SagaFold, SagaState, apply_event, decode_event
+from sagalog.replay.events import CompensationFailed, CompensationRetried, CompensationStarted, StepStarted
 from sagalog.replay.executor import Executor, default_decode
 from sagalog.storage import Event, Journal
 
@@ -22,11 +23,15 @@ from sagalog.testing import (
     Op,
     Run,
     SignalMode,
+    StepSpec,
+    check_compensations,
     decoded,
+    executions_after_completion,
     histories,
     plan_saga,
     run_instance,
 )
+from sagalog.testing.plans import UNDO_ATTEMPTS
 
 
 def examples(share: float, least: int = 1) -> settings:
@@ -84,3 +89,32 @@ def state_of(pairs: list[tuple[int, Any]]) -> SagaState:
     for version, event in pairs:
         state = apply_event(state, event, version)
     return state
+
+
+def plan_to_undo(steps: list[StepSpec]) -> list[Op]:
+    """Completed steps to undo, then a step that fails for good: the saga must compensate."""
+    return [*(Op("step", (s,)) for s in steps), Op("step", (StepSpec("z", ("fatal",)),))]
+
+
+def assert_compensation_failed_only_when_exhausted(run: Run, found: dict[str, list[Event]]) -> None:
+    """Guarantee 8 over a run of :func:`plan_to_undo` in which an operator retried what failed.
+
+    A compensation failed only for good (a fatal error) or after all its
+    attempts, and the operator's retry led to the end without running any
+    compensation's recorded completion twice.
+    """
+    events = found[run.instance_id]
+    pairs = [decode_event(e) for e in events]
+    assert fold(events).status in ("compensated", "cancelled")
+    base: dict[int, int] = {}
+    for event in pairs:
+        match event:
+            case CompensationStarted(seq=seq) | CompensationRetried(seq=seq):
+                base[seq] = max((e.attempt for e in pairs if isinstance(e, StepStarted) and e.seq == seq
+                                 and pairs.index(e) < pairs.index(event)), default=0)
+            case CompensationFailed(seq=seq, attempt=attempt, error_type=error):
+                assert error.endswith("Fatal") or attempt - base[seq] >= UNDO_ATTEMPTS, event
+            case _:
+                pass
+    assert check_compensations(run.instance_id, events) == []
+    assert executions_after_completion(run.world, found) == []

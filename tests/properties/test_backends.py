@@ -11,17 +11,18 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from props import examples, run_plan
+from props import assert_compensation_failed_only_when_exhausted, examples, plan_to_undo, run_plan
 from sagalog.storage import connect
 
 from sagalog.testing import (
     Op,
+    StepSpec,
     check_all,
     executions_after_completion,
     outcome,
     read_everything,
 )
-from sagalog.testing.strategies import faults, plans, signal_modes
+from sagalog.testing.strategies import faults, plans, signal_modes, step_specs
 
 pytestmark = pytest.mark.anyio
 
@@ -63,5 +64,25 @@ async def test_inv4_crash_resume_equals_no_crash_on_durable_backends(
         run, found = await run_plan(journal, plan, fault, signals)
         assert list((await outcome(journal, run.instance_id)).values()) == expected
         assert executions_after_completion(run.world, found) == []
+    finally:
+        await journal.close()
+
+
+@examples(0.4, least=2)
+@given(
+    steps=st.lists(step_specs(undo=True, fatal=False), min_size=1, max_size=3),
+    signals=signal_modes(),
+    data=st.data(),
+)
+async def test_inv8_operator_retry_compensates_on_durable_backends(
+    durable_url: str, steps: list[StepSpec], signals: Any, data: st.DataObject
+) -> None:
+    journal = await connect(durable_url)
+    try:
+        plan = plan_to_undo(steps)
+        clean, _ = await run_plan(journal, plan, signals=signals)
+        fault = data.draw(faults(clean.worker.appends), label="fault")
+        run, found = await run_plan(journal, plan, fault, signals)
+        assert_compensation_failed_only_when_exhausted(run, found)
     finally:
         await journal.close()

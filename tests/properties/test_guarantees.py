@@ -15,10 +15,17 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from props import examples, fold, replay, run_plan
+from props import (
+    assert_compensation_failed_only_when_exhausted,
+    examples,
+    fold,
+    plan_to_undo,
+    replay,
+    run_plan,
+)
 from sagalog.engine import Runner
 from sagalog.replay import TERMINAL, SagaFold, decode_event
-from sagalog.replay.events import CompensationFailed, CompensationRetried, CompensationStarted, StepStarted
+from sagalog.replay.events import CompensationStarted
 from sagalog.storage import connect
 
 from sagalog.testing import (
@@ -36,7 +43,6 @@ from sagalog.testing import (
     outcome,
     read_everything,
 )
-from sagalog.testing.plans import UNDO_ATTEMPTS
 from sagalog.testing.strategies import crash_points, faults, plans, signal_modes, step_specs
 
 pytestmark = pytest.mark.anyio
@@ -185,22 +191,6 @@ undoable = st.lists(step_specs(undo=True, fatal=False), min_size=1, max_size=3)
 async def test_inv8_compensation_failed_only_when_exhausted_operator_retry_compensates(
     steps: list[StepSpec], signals: Any, data: st.DataObject
 ) -> None:
-    # Completed steps to undo, then a step that fails for good: the saga must compensate.
-    plan = [*(Op("step", (s,)) for s in steps), Op("step", (StepSpec("z", ("fatal",)),))]
-    journal, run, found = await faulted_run(data, plan, signals)
-    events = found[run.instance_id]
-    pairs = [decode_event(e) for e in events]
-    assert fold(events).status in ("compensated", "cancelled")
-    base: dict[int, int] = {}
-    for event in pairs:
-        match event:
-            case CompensationStarted(seq=seq) | CompensationRetried(seq=seq):
-                base[seq] = max((e.attempt for e in pairs if isinstance(e, StepStarted) and e.seq == seq
-                                 and pairs.index(e) < pairs.index(event)), default=0)
-            case CompensationFailed(seq=seq, attempt=attempt, error_type=error):
-                assert error.endswith("Fatal") or attempt - base[seq] >= UNDO_ATTEMPTS, event
-            case _:
-                pass
-    assert check_compensations(run.instance_id, events) == []
-    assert executions_after_completion(run.world, found) == []
+    journal, run, found = await faulted_run(data, plan_to_undo(steps), signals)
+    assert_compensation_failed_only_when_exhausted(run, found)
     await journal.close()
