@@ -32,12 +32,12 @@ from sagalog.storage import migrations
 from sagalog.storage.pg_append import (
     APPEND,
     APPEND_LOCKED,
-    append_arguments,
     append_locked_arguments,
     append_one_statement,
     append_outcomes,
-    chunks,
+    calls,
     one_outcome,
+    register_dumpers,
 )
 from sagalog.storage.pg_listen import Waker
 from sagalog.storage.recorder import AppendOutcome, AppendRequest
@@ -186,6 +186,7 @@ class PostgresRecorder:
                 open=False,
                 timeout=timeout,
                 kwargs={"autocommit": True, "prepare_threshold": 1},
+                configure=_configure,
                 name="sagalog",
             )
             try:
@@ -213,6 +214,7 @@ class PostgresRecorder:
                     appender = await psycopg.AsyncConnection.connect(
                         self._url, autocommit=True, prepare_threshold=1
                     )
+                    register_dumpers(appender.adapters)
                     cursor = psycopg.AsyncRawCursor(appender)
                     cursor.format = pq.Format.BINARY
                     self._appender, self._appender_cursor = appender, cursor
@@ -238,12 +240,12 @@ class PostgresRecorder:
         if len(requests) == 1:
             return [await self._append_one(conn, requests[0], cursor)]
         outcomes: list[AppendOutcome] = []
-        for chunk in chunks(requests):
+        for chunk, arguments in calls(requests, self._channel):
             if len(chunk) == 1:
                 outcomes.append(await self._append_one(conn, chunk[0], None))
                 continue
             cur = conn.cursor(binary=True)
-            await cur.execute(APPEND, append_arguments(chunk, self._channel))
+            await cur.execute(APPEND, arguments)
             row = await cur.fetchone()
             assert row is not None
             outcomes.extend(append_outcomes(chunk, row[0], row[1]))
@@ -526,6 +528,11 @@ class PostgresRecorder:
                 if seen.is_set():
                     return True
         return False
+
+
+async def _configure(conn: Conn) -> None:
+    # Pooled connections append too (when the appender connection is busy).
+    register_dumpers(conn.adapters)
 
 
 @contextmanager
