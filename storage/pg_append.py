@@ -9,7 +9,7 @@ and turns what they return into events or conflicts.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -39,7 +39,7 @@ _json = msgspec.json.Encoder()
 APPEND = """
 SELECT previous, positions FROM sagalog_append_batch(
     %b::text[], %b::text[], %b::integer[], %b::timestamptz[], %b::integer[], %b::integer[],
-    %b::integer[], %b::timestamptz[], %b::text[], %b::bytea[], %b::text[], %b)"""
+    %b::integer[], %b::integer[], %b::timestamptz[], %b::text[], %b::bytea[], %b::text[], %b)"""
 
 # A batch of one request (the usual case when appenders are few) is one
 # prepared statement instead, chosen among the texts below by the shape of the
@@ -161,17 +161,49 @@ def register_dumpers(adapters: AdaptersMap) -> None:
     adapters.register_dumper(Int4Array, Int4ArrayDumper)
 
 
-PAYLOADS = 9
+PAYLOADS = 10
 """Where :func:`append_arguments` puts the payloads."""
 
 
-def append_arguments(requests: Sequence[AppendRequest], channel: str) -> tuple[Any, ...]:
+class Heads:
+    """The last version of streams this process appended to with ``ANY_VERSION``.
+
+    Only a hint for the server's version read (see ``p_hint`` in
+    sql/002_append_arrays.sql): reading a stream's last version costs up to
+    a leaf page of index entries, reading down to a version known to exist
+    costs one. A stale or wrong hint costs a full read, never a wrong
+    version. Streams appended with an expected version carry their own hint
+    and are not kept.
+    """
+
+    LIMIT = 100_000
+    """Entries kept at most; past that the map starts over (hints are optional)."""
+
+    def __init__(self) -> None:
+        self.versions: dict[tuple[str, str], int] = {}
+
+    def update(self, requests: Sequence[AppendRequest], outcomes: Sequence[AppendOutcome]) -> None:
+        """Remember the versions the ``ANY_VERSION`` requests of a batch reached."""
+        versions = self.versions
+        for request, outcome in zip(requests, outcomes, strict=True):
+            if request.expected_version == ANY_VERSION and not isinstance(outcome, ConcurrencyError):
+                if len(versions) >= self.LIMIT:
+                    versions.clear()
+                versions[request.namespace, request.stream_id] = outcome[-1].version
+
+
+def append_arguments(
+    requests: Sequence[AppendRequest], channel: str, heads: Mapping[tuple[str, str], int] | None = None
+) -> tuple[Any, ...]:
     """The arguments of ``sagalog_append_batch`` (see sql/002_append_arrays.sql), in order.
 
     Typed arrays dumped in binary; arrays the batch does not need are None.
     This runs for every event of every group commit: the lists are built
     with comprehensions, and psycopg's dumpers (about 0.3 µs an element)
     are left the text, bytea and timestamptz arrays.
+
+    ``heads``: versions streams are known to have reached (see
+    :class:`Heads`), used as hints for the ``ANY_VERSION`` requests.
     """
     streams: dict[tuple[str, str], int] = {}
     index = [streams.setdefault((r.namespace, r.stream_id), len(streams) + 1) for r in requests]
@@ -198,6 +230,16 @@ def append_arguments(requests: Sequence[AppendRequest], channel: str) -> tuple[A
         works = [r.schedule for r in requests]
         schedule = int4_array([0 if w is None else 1 if w.ready_at is not None else 2 for w in works])
         ready_at = [None if w is None else w.ready_at for w in works]
+    hint: Int4Array | None = None
+    if heads and any(r.expected_version == ANY_VERSION for r in requests):
+        if stream is None:
+            hint = int4_array([
+                heads.get((r.namespace, r.stream_id), 0) if r.expected_version == ANY_VERSION
+                else r.expected_version
+                for r in requests
+            ])
+        else:
+            hint = int4_array([heads.get(key, 0) for key in streams])
     encode = _json.encode
     return (
         ns,
@@ -206,6 +248,7 @@ def append_arguments(requests: Sequence[AppendRequest], channel: str) -> tuple[A
         [r.recorded_at for r in requests],
         stream,
         counts,
+        hint,
         schedule,
         ready_at,
         [e.type for e in events],
@@ -216,18 +259,18 @@ def append_arguments(requests: Sequence[AppendRequest], channel: str) -> tuple[A
 
 
 def calls(
-    requests: Sequence[AppendRequest], channel: str
+    requests: Sequence[AppendRequest], channel: str, heads: Mapping[tuple[str, str], int]
 ) -> Iterator[tuple[Sequence[AppendRequest], tuple[Any, ...]]]:
     """The calls of ``sagalog_append_batch`` for ``requests``: (requests, arguments) each.
 
     One call unless the payloads pass MAX_CALL_BYTES; then :func:`chunks`.
     """
-    arguments = append_arguments(requests, channel)
+    arguments = append_arguments(requests, channel, heads)
     if sum(map(len, arguments[PAYLOADS])) <= MAX_CALL_BYTES:
         yield requests, arguments
         return
     for chunk in chunks(requests):
-        yield chunk, append_arguments(chunk, channel)
+        yield chunk, append_arguments(chunk, channel, heads)
 
 
 def append_one_statement(request: AppendRequest, channel: str) -> tuple[str, tuple[Any, ...]]:

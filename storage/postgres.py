@@ -32,6 +32,7 @@ from sagalog.storage import migrations
 from sagalog.storage.pg_append import (
     APPEND,
     APPEND_LOCKED,
+    Heads,
     append_locked_arguments,
     append_one_statement,
     append_outcomes,
@@ -150,6 +151,7 @@ class PostgresRecorder:
         # same query text on the same cursor keeps the Transformer.
         self._appender_cursor: psycopg.AsyncRawCursor[TupleRow] | None = None
         self._appender_lock = anyio.Lock(fast_acquire=True)
+        self._heads = Heads()
 
     @classmethod
     async def open(
@@ -240,7 +242,7 @@ class PostgresRecorder:
         if len(requests) == 1:
             return [await self._append_one(conn, requests[0], cursor)]
         outcomes: list[AppendOutcome] = []
-        for chunk, arguments in calls(requests, self._channel):
+        for chunk, arguments in calls(requests, self._channel, self._heads.versions):
             if len(chunk) == 1:
                 outcomes.append(await self._append_one(conn, chunk[0], None))
                 continue
@@ -248,7 +250,9 @@ class PostgresRecorder:
             await cur.execute(APPEND, arguments)
             row = await cur.fetchone()
             assert row is not None
-            outcomes.extend(append_outcomes(chunk, row[0], row[1]))
+            found = append_outcomes(chunk, row[0], row[1])
+            self._heads.update(chunk, found)
+            outcomes.extend(found)
         return outcomes
 
     async def _append_one(
