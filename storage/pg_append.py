@@ -74,7 +74,13 @@ SELECT previous, positions FROM sagalog_append_batch(
 # $2 stream, $3 recorded_at, $4 expected version, $5 NOTIFY channel; then the
 # event ($6 type, $7 payload, $8 metadata) or the events ($6, a JSON array of
 # [type, payload (base64), metadata]); last, ready_at when the work index is set.
+# The version read goes no further back than the expected version: a B-tree
+# scan reads every entry of the stream on the leaf page it lands on, so an
+# unbounded read of a long stream costs up to a page of entries, this one a
+# single entry. A stream behind the expectation reads as 0 and takes the
+# slower path like any other mismatch.
 _CURRENT = """(SELECT coalesce((SELECT version FROM events WHERE namespace = $1 AND stream_id = $2
+                                    AND version >= $4::integer
                            ORDER BY version DESC LIMIT 1), 0) AS v) c"""
 _GUARD = """$4::integer IN (-1, c.v)
    AND pg_advisory_xact_lock(610774892, 'events'::regclass::oid::integer) IS NOT NULL"""
