@@ -1,18 +1,29 @@
--- 002_append_arrays: group commits take typed arrays instead of one JSON document.
+-- 002_append_arrays: group commits take typed arrays instead of one JSON
+-- document, and read fewer index entries.
 --
 -- `sagalog_append_batch` does what `sagalog_append` (001_journal) does, with
 -- the same guarantees and the same lock order (see the header of
 -- 001_journal.sql): it takes the events lock, reads the current version of
--- every stream of the batch, decides each request in batch order, inserts
--- the accepted requests' events in batch order, applies their work-index
--- changes and sends one NOTIFY.
+-- the batch's streams, decides each request in batch order, inserts the
+-- accepted requests' events in batch order (`sagalog_insert_batch`), applies
+-- their work-index changes (`sagalog_schedule_batch`) and sends one NOTIFY.
+-- What changed, measured as server CPU per event of a 256-request batch:
 --
--- Why arrays: the JSON document cost the server more than the INSERT it fed
--- (parsing the document, then extracting, casting and joining every field
--- of every event again). Binary arrays arrive typed; the events are one
--- scan of `unnest(...) WITH ORDINALITY` whose order the planner knows (no
--- sort, no join), and each event finds its request's version and
--- expectation by subscripting fixed-width arrays.
+-- * Typed arrays in binary instead of one JSON document: nothing to parse,
+--   extract and cast per field; in the usual batch (one event per request,
+--   each stream once) the events are one scan of `unnest(...) WITH
+--   ORDINALITY`, whose order the planner knows (no join, no sort), and each
+--   row finds its stream's version by subscripting an integer array.
+--   About 5 µs an event less than the JSON function.
+-- * A request for a new stream (expected version 0) reads nothing when each
+--   stream appears once in the batch: UNIQUE (namespace, stream_id, version)
+--   refuses version 1 of a stream that exists, and the batch is then decided
+--   again with every version read (see the function). About 5 µs a request.
+-- * A version read goes backwards from the end of the stream no further than
+--   a hint (the expected version, or for ANY_VERSION the version this client
+--   last wrote): a B-tree scan reads every entry of the stream on the leaf
+--   page it lands on, up to a few hundred for a long stream, so an
+--   unbounded read of a long stream costs several times a bounded one.
 --
 -- `sagalog_append` and `sagalog_schedule` stay, for clients of the previous
 -- version during a rolling upgrade.

@@ -219,6 +219,29 @@ async def test_a_new_stream_that_exists_is_refused_alone_in_a_batch_of_new_strea
     assert [c.stream_id for c in await recorder.claim("default", "w", T0, T0, 10)] == ["n2"]
 
 
+@pytest.mark.parametrize("hint", [1, 3, 50], ids=["stale", "exact", "too high"])
+async def test_a_version_hint_speeds_the_read_and_never_changes_the_version(
+    pg: Journal, pg_url: str, hint: int
+) -> None:
+    """``ANY_VERSION`` requests read down to the version the client last wrote; any hint is safe."""
+    await pg.recorder.append_batch([request("s", NO_STREAM, "S1", "S2", "S3"), request("t", NO_STREAM, "T1")])
+    heads = {("default", "s"): hint, ("default", "t"): hint}
+    distinct = [request("s", ANY_VERSION, "S4"), request("t", ANY_VERSION, "T2")]
+    repeated = [request("s", ANY_VERSION, "S5"), request("t", 2, "T3"), request("s", 5, "S6")]
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        pg_append.register_dumpers(conn.adapters)
+        for requests in (distinct, repeated):
+            cur = conn.cursor(binary=True)
+            await cur.execute(pg_append.APPEND, pg_append.append_arguments(requests, "test", heads))
+            row = await cur.fetchone()
+            assert row is not None
+            assert not any(isinstance(o, ConcurrencyError) for o in pg_append.append_outcomes(requests, *row))
+    assert [(e.type, e.version) for e in await pg.read_stream("s")] == [
+        ("S1", 1), ("S2", 2), ("S3", 3), ("S4", 4), ("S5", 5), ("S6", 6)
+    ]
+    assert [(e.type, e.version) for e in await pg.read_stream("t")] == [("T1", 1), ("T2", 2), ("T3", 3)]
+
+
 async def test_a_batch_may_mix_namespaces_and_reuse_a_stream_id_in_each(pg: Journal) -> None:
     await pg.create_namespace("tenant")
     recorder = pg.recorder
