@@ -70,29 +70,33 @@ SELECT previous, positions FROM sagalog_append_batch(
 #   events were written, after the advisory lock (the lock order of
 #   sql/001_journal.sql). pg_notify runs per returned row (PostgreSQL sends
 #   one notification per transaction for identical ones).
+# * The version read goes no further back than a bound ($6): the expected
+#   version, or for ANY_VERSION the version this process last wrote to the
+#   stream (see Heads). A B-tree scan reads every entry of the stream on the
+#   leaf page it lands on, so an unbounded read of a long stream costs up to
+#   a page of entries, a bounded one a single entry. A stream with nothing
+#   from the bound on reads as 0: with an expected version that is a
+#   mismatch (the slower path below decides); with ANY_VERSION the INSERT
+#   either is right (the stream is empty) or collides on version 1.
 # Parameters (native placeholders, see append_one_statement): $1 namespace,
-# $2 stream, $3 recorded_at, $4 expected version, $5 NOTIFY channel; then the
-# event ($6 type, $7 payload, $8 metadata) or the events ($6, a JSON array of
-# [type, payload (base64), metadata]); last, ready_at when the work index is set.
-# The version read goes no further back than the expected version: a B-tree
-# scan reads every entry of the stream on the leaf page it lands on, so an
-# unbounded read of a long stream costs up to a page of entries, this one a
-# single entry. A stream behind the expectation reads as 0 and takes the
-# slower path like any other mismatch.
+# $2 stream, $3 recorded_at, $4 expected version, $5 NOTIFY channel, $6 the
+# bound; then the event ($7 type, $8 payload, $9 metadata) or the events ($7,
+# a JSON array of [type, payload (base64), metadata]); last, ready_at when the
+# work index is set.
 _CURRENT = """(SELECT coalesce((SELECT version FROM events WHERE namespace = $1 AND stream_id = $2
-                                    AND version >= $4::integer
+                                    AND version >= $6::integer
                            ORDER BY version DESC LIMIT 1), 0) AS v) c"""
 _GUARD = """$4::integer IN (-1, c.v)
    AND pg_advisory_xact_lock(610774892, 'events'::regclass::oid::integer) IS NOT NULL"""
 _INSERT_ONE = f"""
 INSERT INTO events (namespace, stream_id, version, type, payload, metadata, recorded_at)
-SELECT $1, $2, c.v + 1, $6, $7, $8::jsonb, $3
+SELECT $1, $2, c.v + 1, $7, $8, $9::jsonb, $3
   FROM {_CURRENT}
  WHERE {_GUARD}"""
 _INSERT_MANY = f"""
 INSERT INTO events (namespace, stream_id, version, type, payload, metadata, recorded_at)
 SELECT $1, $2, c.v + j.o::integer, j.e->>0, decode(j.e->>1, 'base64'), j.e->2, $3
-  FROM {_CURRENT}, jsonb_array_elements($6::jsonb) WITH ORDINALITY AS j(e, o)
+  FROM {_CURRENT}, jsonb_array_elements($7::jsonb) WITH ORDINALITY AS j(e, o)
  WHERE {_GUARD}
  ORDER BY j.o"""
 _SCHEDULE = """
@@ -117,7 +121,7 @@ def _append_one_text(insert: str, work: str | None) -> str:
 
 
 APPEND_ONE = {
-    (many, kind): _append_one_text(insert, work and work.replace("{ready}", "7" if many else "9"))
+    (many, kind): _append_one_text(insert, work and work.replace("{ready}", "8" if many else "10"))
     for many, insert in ((False, _INSERT_ONE), (True, _INSERT_MANY))
     for kind, work in ((0, None), (1, _SCHEDULE), (2, _UNSCHEDULE))
 }
@@ -190,12 +194,16 @@ class Heads:
 
     def update(self, requests: Sequence[AppendRequest], outcomes: Sequence[AppendOutcome]) -> None:
         """Remember the versions the ``ANY_VERSION`` requests of a batch reached."""
-        versions = self.versions
         for request, outcome in zip(requests, outcomes, strict=True):
             if request.expected_version == ANY_VERSION and not isinstance(outcome, ConcurrencyError):
-                if len(versions) >= self.LIMIT:
-                    versions.clear()
-                versions[request.namespace, request.stream_id] = outcome[-1].version
+                self.reached(request, outcome[-1].version)
+
+    def reached(self, request: AppendRequest, version: int) -> None:
+        """Remember that ``request``'s stream reached ``version``."""
+        versions = self.versions
+        if len(versions) >= self.LIMIT:
+            versions.clear()
+        versions[request.namespace, request.stream_id] = version
 
 
 def append_arguments(
@@ -279,20 +287,25 @@ def calls(
         yield chunk, append_arguments(chunk, channel, heads)
 
 
-def append_one_statement(request: AppendRequest, channel: str) -> tuple[str, tuple[Any, ...]]:
+def append_one_statement(
+    request: AppendRequest, channel: str, heads: Mapping[tuple[str, str], int]
+) -> tuple[str, tuple[Any, ...]]:
     """The statement (from APPEND_ONE) and parameters for a batch of one request.
 
     The statement uses native ``$n`` placeholders: run it with a raw cursor
-    (psycopg then has no query to convert on every call).
+    (psycopg then has no query to convert on every call). ``heads``: see
+    :class:`Heads`.
     """
     schedule = request.schedule
     events = request.events
+    expected = request.expected_version
     common = (
         request.namespace,
         request.stream_id,
         request.recorded_at,
-        request.expected_version,
+        expected,
         channel,
+        heads.get((request.namespace, request.stream_id), 0) if expected == ANY_VERSION else expected,
     )
     params: tuple[Any, ...]
     if len(events) == 1:

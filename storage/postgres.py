@@ -43,6 +43,7 @@ from sagalog.storage.pg_append import (
 from sagalog.storage.pg_listen import Waker
 from sagalog.storage.recorder import AppendOutcome, AppendRequest
 from sagalog.storage.records import (
+    ANY_VERSION,
     Claim,
     Event,
     Snapshot,
@@ -265,7 +266,7 @@ class PostgresRecorder:
 
         ``cur``: a binary raw cursor of ``conn`` to reuse, or None for a new one.
         """
-        query, params = append_one_statement(request, self._channel)
+        query, params = append_one_statement(request, self._channel, self._heads.versions)
         if cur is None:
             cur = psycopg.AsyncRawCursor(conn)
             cur.format = pq.Format.BINARY
@@ -279,13 +280,17 @@ class PostgresRecorder:
         else:
             rows = await cur.fetchall()
             if rows:
+                if request.expected_version == ANY_VERSION:
+                    self._heads.reached(request, rows[-1][1])
                 return one_outcome(request, rows)
         # Nothing written: decide again on fresh data, under the events lock.
         locked = conn.cursor(binary=True)
         await locked.execute(APPEND_LOCKED, append_locked_arguments(request, self._channel))
         row = await locked.fetchone()
         assert row is not None
-        return append_outcomes([request], [row[0]], row[1] or [])[0]
+        outcome = append_outcomes([request], [row[0]], row[1] or [])[0]
+        self._heads.update([request], [outcome])
+        return outcome
 
     # -- reading ---------------------------------------------------------------
 

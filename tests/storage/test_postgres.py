@@ -242,6 +242,37 @@ async def test_a_version_hint_speeds_the_read_and_never_changes_the_version(
     assert [(e.type, e.version) for e in await pg.read_stream("t")] == [("T1", 1), ("T2", 2), ("T3", 3)]
 
 
+async def test_hints_from_a_journal_that_was_recreated_do_not_change_versions(pg_url: str) -> None:
+    """``ANY_VERSION`` hints are versions this process wrote; after the schema is recreated under
+    an open journal they are too high, and appends still take the right versions."""
+    journal = await connect(pg_url)
+    try:
+        for stream in ("s", "t", "v"):
+            for _ in range(3):
+                await journal.append(stream, ANY_VERSION, [NewEvent("Old", b"")])
+        with raw(pg_url) as conn:
+            schema = conn.execute("SELECT current_schema()").fetchone()
+            assert schema is not None
+            name = sql.Identifier(schema[0])
+            conn.execute(sql.SQL("DROP SCHEMA {0} CASCADE; CREATE SCHEMA {0}").format(name))
+        await migrations.migrate_url(pg_url)
+        other = await connect(pg_url)
+        for stream in ("t", "v"):
+            await other.append(stream, NO_STREAM, [NewEvent("New", b"")])
+        await other.close()
+        # Every hint is 3 now. One request: an empty stream, then one at version 1.
+        await journal.append("s", ANY_VERSION, [NewEvent("New", b"")])
+        await journal.append("v", ANY_VERSION, [NewEvent("New", b"")])
+        # A group commit: a stream at version 1, and a new one.
+        await journal.recorder.append_batch([
+            request("t", ANY_VERSION, "Next"), request("u", NO_STREAM, "U1")
+        ])
+        versions = {s: [e.version for e in await journal.read_stream(s)] for s in ("s", "t", "u", "v")}
+    finally:
+        await journal.close()
+    assert versions == {"s": [1], "t": [1, 2], "u": [1], "v": [1, 2]}
+
+
 async def test_a_batch_may_mix_namespaces_and_reuse_a_stream_id_in_each(pg: Journal) -> None:
     await pg.create_namespace("tenant")
     recorder = pg.recorder
