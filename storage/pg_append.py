@@ -19,7 +19,7 @@ from psycopg.adapt import AdaptersMap, Dumper
 from sagalog.storage.recorder import AppendOutcome, AppendRequest
 from sagalog.storage.records import ANY_VERSION, Event
 
-from sagalog.errors import ConcurrencyError
+from sagalog.errors import ConcurrencyError, InvalidEventError
 
 _json = msgspec.json.Encoder()
 
@@ -163,7 +163,13 @@ def int4_array(values: Sequence[int]) -> Int4Array:
     n = len(values)
     # ndim 1, no NULLs, element oid 23 (int4), n elements from index 1; then
     # each element as its length (4) and its value.
-    return Int4Array(struct.pack(f"!5i{2 * n}i", 1, 0, 23, n, 1, *[x for v in values for x in (4, v)]))
+    try:
+        return Int4Array(struct.pack(f"!5i{2 * n}i", 1, 0, 23, n, 1, *[x for v in values for x in (4, v)]))
+    except struct.error:
+        # Only an expected version can be that large (versions are integers).
+        raise InvalidEventError(
+            f"an expected version is out of range: {max(values, key=abs)} (versions fit 32 bits)"
+        ) from None
 
 
 def register_dumpers(adapters: AdaptersMap) -> None:

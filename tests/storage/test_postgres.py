@@ -385,6 +385,14 @@ async def test_a_refused_value_fails_the_batch_and_changes_nothing(pg: Journal) 
     assert [(e.stream_id, e.version) for e in await pg.read_all()] == [("wf-1", 1)]
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+async def test_an_expected_version_out_of_range_is_refused_as_invalid(pg: Journal, batch: int) -> None:
+    requests = [request(f"s{n}", 2**40, "E") for n in range(batch)]
+    with pytest.raises(InvalidEventError, match="out of range"):
+        await pg.recorder.append_batch(requests)
+    assert await pg.read_all() == []
+
+
 # -- global order under real concurrency --------------------------------------
 
 
