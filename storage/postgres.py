@@ -6,7 +6,7 @@ keeps the same guarantees in one statement, in ``pg_append``. Everything lives i
 first schema of the connection's ``search_path``.
 
 Prepared statements: every query here is a constant string whose values
-travel as parameters (a group commit travels as one JSON document, see
+travel as parameters (a group commit travels as one array per column, see
 ``pg_append``, so a batch of any size uses the same text). psycopg prepares a query on the
 server the second time a connection runs it (``prepare_threshold=1``), so
 the hot paths are parsed and planned once per pooled connection (and on the
