@@ -5,8 +5,10 @@ database) or ``python -P bench/journal.py``. SQLite lives in a temporary
 directory. For each backend it prints:
 
 * single-event appends/s, one stream per writer, with 1 and 16 writers;
-* grouped appends/s: 256 writers whose appends the group committer batches,
-  and the recorder's ``append_batch`` alone with 256 one-event requests;
+* grouped appends/s: 256 writers whose appends the group committer batches
+  (``ANY_VERSION``), and the recorder's ``append_batch`` alone with 256
+  one-event requests, to new streams and to existing streams with their
+  expected versions;
 * ``read_stream`` events/s over a 10,000-event stream;
 * the physical limit on the same database with the same durability: raw
   single-row INSERT+COMMIT/s (1 and 16 connections) and batched INSERT
@@ -61,12 +63,13 @@ SINGLE_1 = "single appends/s, 1 writer"
 SINGLE_16 = "single appends/s, 16 writers"
 GROUPED = f"grouped appends/s, {BATCH} writers"
 GROUPED_BATCH = f"grouped appends/s, append_batch of {BATCH}"
+GROUPED_EXISTING = f"grouped appends/s, append_batch of {BATCH}, expected versions"
 READ = f"read_stream events/s ({STREAM_EVENTS} events)"
 RAW_1 = "raw INSERT+COMMIT/s, 1 connection"
 RAW_16 = "raw INSERT+COMMIT/s, 16 connections"
 RAW_BATCH = f"raw batched INSERT rows/s ({BATCH} per commit)"
 PAIRS = [(SINGLE_1, RAW_1, 0.8), (SINGLE_16, RAW_16, 0.8), (GROUPED, RAW_BATCH, 0.5),
-         (GROUPED_BATCH, RAW_BATCH, 0.5)]
+         (GROUPED_BATCH, RAW_BATCH, 0.5), (GROUPED_EXISTING, RAW_BATCH, 0.5)]
 
 
 def tasks(writers: int, work: Work) -> Measure:
@@ -123,8 +126,22 @@ def journal_measures(journal: Journal, tag: str) -> dict[str, Measure]:
         ])
         return BATCH
 
+    versions = [NO_STREAM]
+
+    async def existing(_: int) -> int:
+        # The same, to streams that exist, each request with its expected
+        # version (what workers send): new streams need no version read on
+        # PostgreSQL, these need one each.
+        now, version = journal.clock.now(), versions[0]
+        await journal.recorder.append_batch([
+            AppendRequest("default", f"{tag}-existing-{i}", version, EVENT, now)
+            for i in range(BATCH)
+        ])
+        versions[0] = version + 1
+        return BATCH
+
     return {SINGLE_1: single(1), SINGLE_16: single(16), GROUPED: tasks(BATCH, grouped),
-            GROUPED_BATCH: tasks(1, batch)}
+            GROUPED_BATCH: tasks(1, batch), GROUPED_EXISTING: tasks(1, existing)}
 
 
 async def read_rate(journal: Journal) -> float:
@@ -258,7 +275,8 @@ async def sqlite(directory: Path) -> dict[str, float]:
 
 def report(name: str, figures: dict[str, float]) -> None:
     """Print the figures and the journal/raw ratios against their targets."""
-    print(f"\n{name} (medians of {ROUNDS} rounds of {SECONDS:g} s)")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\n{name} (medians of {ROUNDS} rounds of {SECONDS:g} s; load average after: {load})")
     for label, value in figures.items():
         print(f"  {label:<48} {value:>12,.0f}")
     for journal_label, raw_label, target in PAIRS:

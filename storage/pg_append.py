@@ -1,37 +1,45 @@
 """How the PostgreSQL backend writes a group commit.
 
-A batch of several requests is one call of ``sagalog_append`` (the function
-in ``sql/001_journal.sql`` does the work); a batch of one request is one of
+A batch of several requests is one call of ``sagalog_append_batch`` (the
+function in ``sql/002_append_arrays.sql`` does the work); a batch of one request is one of
 the prepared statements of APPEND_ONE. This module builds their arguments
 and turns what they return into events or conflicts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import struct
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import msgspec
+from psycopg import pq
+from psycopg.adapt import AdaptersMap, Dumper
 from sagalog.storage.recorder import AppendOutcome, AppendRequest
 from sagalog.storage.records import ANY_VERSION, Event
 
-from sagalog.errors import ConcurrencyError
+from sagalog.errors import ConcurrencyError, InvalidEventError
 
 _json = msgspec.json.Encoder()
 
 # A group commit of several requests is one call of the SQL function
-# sagalog_append (see sql/001_journal.sql): in autocommit mode the call is
-# the whole transaction, so an append costs one round trip. The function takes
-# `LOCK TABLE events IN EXCLUSIVE MODE` first. Why: positions come from a
-# sequence at INSERT time but become visible at COMMIT time, so concurrent
-# appenders could commit out of position order, and a reader paging by
-# position would skip the slower one's events for good. EXCLUSIVE conflicts
-# with every other INSERT's ROW EXCLUSIVE lock but not with the ACCESS SHARE
-# lock of SELECT: appenders allocate and commit positions one transaction at
-# a time, readers are never blocked, and group commit makes the
-# serialisation cheap (pyeventsourcing does the same). See
+# sagalog_append_batch (see sql/002_append_arrays.sql): in autocommit mode the
+# call is the whole transaction, so an append costs one round trip. The
+# function takes `LOCK TABLE events IN EXCLUSIVE MODE` first. Why: positions
+# come from a sequence at INSERT time but become visible at COMMIT time, so
+# concurrent appenders could commit out of position order, and a reader
+# paging by position would skip the slower one's events for good. EXCLUSIVE
+# conflicts with every other INSERT's ROW EXCLUSIVE lock but not with the
+# ACCESS SHARE lock of SELECT: appenders allocate and commit positions one
+# transaction at a time, readers are never blocked, and group commit makes
+# the serialisation cheap (pyeventsourcing does the same). See
 # https://www.postgresql.org/docs/current/explicit-locking.html#LOCKING-TABLES
-APPEND = "SELECT previous, positions FROM sagalog_append(%s::jsonb, %s)"
+# The batch travels as typed arrays in binary (%b), one per column.
+APPEND = """
+SELECT previous, positions FROM sagalog_append_batch(
+    %b::text[], %b::text[], %b::integer[], %b::timestamptz[], %b::integer[], %b::integer[],
+    %b::integer[], %b::integer[], %b::timestamptz[], %b::text[], %b::bytea[], %b::text[], %b)"""
 
 # A batch of one request (the usual case when appenders are few) is one
 # prepared statement instead, chosen among the texts below by the shape of the
@@ -41,7 +49,7 @@ APPEND = "SELECT previous, positions FROM sagalog_append(%s::jsonb, %s)"
 # One statement cannot LOCK TABLE, so:
 #
 # * Global order. The INSERT holds ROW EXCLUSIVE on events from the start of
-#   the statement to the commit, which already excludes sagalog_append's
+#   the statement to the commit, which already excludes sagalog_append_batch's
 #   EXCLUSIVE lock both ways. Two of these statements exclude each other with
 #   a transaction-level advisory lock (key: "sagalog.events" hashed, and the
 #   table's oid, so journals in other schemas never wait for each other),
@@ -62,23 +70,33 @@ APPEND = "SELECT previous, positions FROM sagalog_append(%s::jsonb, %s)"
 #   events were written, after the advisory lock (the lock order of
 #   sql/001_journal.sql). pg_notify runs per returned row (PostgreSQL sends
 #   one notification per transaction for identical ones).
+# * The version read goes no further back than a bound ($6): the expected
+#   version, or for ANY_VERSION the version this process last wrote to the
+#   stream (see Heads). A B-tree scan reads every entry of the stream on the
+#   leaf page it lands on, so an unbounded read of a long stream costs up to
+#   a page of entries, a bounded one a single entry. A stream with nothing
+#   from the bound on reads as 0: with an expected version that is a
+#   mismatch (the slower path below decides); with ANY_VERSION the INSERT
+#   either is right (the stream is empty) or collides on version 1.
 # Parameters (native placeholders, see append_one_statement): $1 namespace,
-# $2 stream, $3 recorded_at, $4 expected version, $5 NOTIFY channel; then the
-# event ($6 type, $7 payload, $8 metadata) or the events ($6, a JSON array of
-# [type, payload (base64), metadata]); last, ready_at when the work index is set.
+# $2 stream, $3 recorded_at, $4 expected version, $5 NOTIFY channel, $6 the
+# bound; then the event ($7 type, $8 payload, $9 metadata) or the events ($7,
+# a JSON array of [type, payload (base64), metadata]); last, ready_at when the
+# work index is set.
 _CURRENT = """(SELECT coalesce((SELECT version FROM events WHERE namespace = $1 AND stream_id = $2
+                                    AND version >= $6::integer
                            ORDER BY version DESC LIMIT 1), 0) AS v) c"""
 _GUARD = """$4::integer IN (-1, c.v)
    AND pg_advisory_xact_lock(610774892, 'events'::regclass::oid::integer) IS NOT NULL"""
 _INSERT_ONE = f"""
 INSERT INTO events (namespace, stream_id, version, type, payload, metadata, recorded_at)
-SELECT $1, $2, c.v + 1, $6, $7, $8::jsonb, $3
+SELECT $1, $2, c.v + 1, $7, $8, $9::jsonb, $3
   FROM {_CURRENT}
  WHERE {_GUARD}"""
 _INSERT_MANY = f"""
 INSERT INTO events (namespace, stream_id, version, type, payload, metadata, recorded_at)
 SELECT $1, $2, c.v + j.o::integer, j.e->>0, decode(j.e->>1, 'base64'), j.e->2, $3
-  FROM {_CURRENT}, jsonb_array_elements($6::jsonb) WITH ORDINALITY AS j(e, o)
+  FROM {_CURRENT}, jsonb_array_elements($7::jsonb) WITH ORDINALITY AS j(e, o)
  WHERE {_GUARD}
  ORDER BY j.o"""
 _SCHEDULE = """
@@ -103,7 +121,7 @@ def _append_one_text(insert: str, work: str | None) -> str:
 
 
 APPEND_ONE = {
-    (many, kind): _append_one_text(insert, work and work.replace("{ready}", "7" if many else "9"))
+    (many, kind): _append_one_text(insert, work and work.replace("{ready}", "8" if many else "10"))
     for many, insert in ((False, _INSERT_ONE), (True, _INSERT_MANY))
     for kind, work in ((0, None), (1, _SCHEDULE), (2, _UNSCHEDULE))
 }
@@ -115,45 +133,185 @@ SELECT previous, positions FROM sagalog_append_one(
 """The slower path for one request, taken after APPEND_ONE wrote nothing (see above)."""
 
 MAX_CALL_BYTES = 32 * 1024 * 1024
-"""Payload bytes per ``sagalog_append`` call before a batch is split (see :func:`chunks`)."""
+"""Payload bytes per ``sagalog_append_batch`` call before a batch is split (see :func:`chunks`)."""
 
 
-def append_arguments(requests: Sequence[AppendRequest], channel: str) -> tuple[str, str]:
-    """The JSON batch ``sagalog_append`` takes (see its comment), and the channel."""
+class Int4Array(bytes):
+    """An ``integer[]`` already in PostgreSQL's binary array format (see :func:`int4_array`)."""
+
+
+class Int4ArrayDumper(Dumper):
+    """Sends an :class:`Int4Array` as it is. Register it on the connections that append."""
+
+    format = pq.Format.BINARY
+    oid = 1007  # integer[]
+
+    def dump(self, obj: Any) -> bytes:
+        """The bytes themselves: they are the wire format."""
+        return bytes(obj)
+
+
+_HEADER = struct.Struct("!5i")
+
+
+def int4_array(values: Sequence[int]) -> Int4Array:
+    """``values`` (at least one, each fitting 32 bits) as a binary ``integer[]``.
+
+    psycopg's list dumper handles ints in Python, a function call per element
+    (0.6 µs each); one ``struct.pack`` does the whole list in a tenth of that.
+    """
+    n = len(values)
+    # ndim 1, no NULLs, element oid 23 (int4), n elements from index 1; then
+    # each element as its length (4) and its value.
+    try:
+        return Int4Array(struct.pack(f"!5i{2 * n}i", 1, 0, 23, n, 1, *[x for v in values for x in (4, v)]))
+    except struct.error:
+        # Only an expected version can be that large (versions are integers).
+        raise InvalidEventError(
+            f"an expected version is out of range: {max(values, key=abs)} (versions fit 32 bits)"
+        ) from None
+
+
+def register_dumpers(adapters: AdaptersMap) -> None:
+    """Teach a connection's adapters the types :func:`append_arguments` uses."""
+    adapters.register_dumper(Int4Array, Int4ArrayDumper)
+
+
+PAYLOADS = 10
+"""Where :func:`append_arguments` puts the payloads."""
+
+
+class Heads:
+    """The last version of streams this process appended to with ``ANY_VERSION``.
+
+    Only a hint for the server's version read (see ``p_hint`` in
+    sql/002_append_arrays.sql): reading a stream's last version costs up to
+    a leaf page of index entries, reading down to a version known to exist
+    costs one. A stale or wrong hint costs a full read, never a wrong
+    version. Streams appended with an expected version carry their own hint
+    and are not kept.
+    """
+
+    LIMIT = 100_000
+    """Entries kept at most; past that the map starts over (hints are optional)."""
+
+    def __init__(self) -> None:
+        self.versions: dict[tuple[str, str], int] = {}
+
+    def update(self, requests: Sequence[AppendRequest], outcomes: Sequence[AppendOutcome]) -> None:
+        """Remember the versions the ``ANY_VERSION`` requests of a batch reached."""
+        for request, outcome in zip(requests, outcomes, strict=True):
+            if request.expected_version == ANY_VERSION and not isinstance(outcome, ConcurrencyError):
+                self.reached(request, outcome[-1].version)
+
+    def reached(self, request: AppendRequest, version: int) -> None:
+        """Remember that ``request``'s stream reached ``version``."""
+        versions = self.versions
+        if len(versions) >= self.LIMIT:
+            versions.clear()
+        versions[request.namespace, request.stream_id] = version
+
+
+def append_arguments(
+    requests: Sequence[AppendRequest], channel: str, heads: Mapping[tuple[str, str], int] | None = None
+) -> tuple[Any, ...]:
+    """The arguments of ``sagalog_append_batch`` (see sql/002_append_arrays.sql), in order.
+
+    Typed arrays dumped in binary; arrays the batch does not need are None.
+    This runs for every event of every group commit: the lists are built
+    with comprehensions, and psycopg's dumpers (about 0.3 µs an element)
+    are left the text, bytea and timestamptz arrays.
+
+    ``heads``: versions streams are known to have reached (see
+    :class:`Heads`), used as hints for the ``ANY_VERSION`` requests.
+    """
     streams: dict[tuple[str, str], int] = {}
-    rows: list[list[Any]] = []
-    events: list[list[Any]] = []
-    for r, request in enumerate(requests, start=1):
-        key = (request.namespace, request.stream_id)
-        schedule = request.schedule
-        rows.append([
-            streams.setdefault(key, len(streams) + 1),
-            request.expected_version,
-            len(request.events),
-            request.recorded_at,
-            0 if schedule is None else 1 if schedule.ready_at is not None else 2,
-            None if schedule is None else schedule.ready_at,
-        ])
-        for offset, event in enumerate(request.events, start=1):
-            events.append([r, offset, event.type, event.payload, event.metadata, *key])
-    # msgspec writes bytes as base64 and datetimes as RFC 3339.
-    return _json.encode([list(streams), rows, events]).decode(), channel
+    index = [streams.setdefault((r.namespace, r.stream_id), len(streams) + 1) for r in requests]
+    namespace = requests[0].namespace
+    stream: Int4Array | None = None
+    if len(streams) == len(requests):  # every stream once: request r is stream r
+        sid = [r.stream_id for r in requests]
+        same = all(r.namespace == namespace for r in requests)
+        ns = [namespace] if same else [r.namespace for r in requests]
+    else:
+        stream = int4_array(index)
+        sid = [key[1] for key in streams]
+        same = all(key[0] == namespace for key in streams)
+        ns = [namespace] if same else [key[0] for key in streams]
+    counts: Int4Array | None = None
+    if all(len(r.events) == 1 for r in requests):
+        events = [r.events[0] for r in requests]
+    else:
+        counts = int4_array([len(r.events) for r in requests])
+        events = [e for r in requests for e in r.events]
+    schedule: Int4Array | None = None
+    ready_at: list[datetime | None] | None = None
+    if any(r.schedule is not None for r in requests):
+        works = [r.schedule for r in requests]
+        schedule = int4_array([0 if w is None else 1 if w.ready_at is not None else 2 for w in works])
+        ready_at = [None if w is None else w.ready_at for w in works]
+    hint: Int4Array | None = None
+    if heads and any(r.expected_version == ANY_VERSION for r in requests):
+        if stream is None:
+            hint = int4_array([
+                heads.get((r.namespace, r.stream_id), 0) if r.expected_version == ANY_VERSION
+                else r.expected_version
+                for r in requests
+            ])
+        else:
+            hint = int4_array([heads.get(key, 0) for key in streams])
+    encode = _json.encode
+    return (
+        ns,
+        sid,
+        int4_array([r.expected_version for r in requests]),
+        [r.recorded_at for r in requests],
+        stream,
+        counts,
+        hint,
+        schedule,
+        ready_at,
+        [e.type for e in events],
+        [e.payload for e in events],
+        [encode(e.metadata).decode() for e in events],
+        channel,
+    )
 
 
-def append_one_statement(request: AppendRequest, channel: str) -> tuple[str, tuple[Any, ...]]:
+def calls(
+    requests: Sequence[AppendRequest], channel: str, heads: Mapping[tuple[str, str], int]
+) -> Iterator[tuple[Sequence[AppendRequest], tuple[Any, ...]]]:
+    """The calls of ``sagalog_append_batch`` for ``requests``: (requests, arguments) each.
+
+    One call unless the payloads pass MAX_CALL_BYTES; then :func:`chunks`.
+    """
+    arguments = append_arguments(requests, channel, heads)
+    if sum(map(len, arguments[PAYLOADS])) <= MAX_CALL_BYTES:
+        yield requests, arguments
+        return
+    for chunk in chunks(requests):
+        yield chunk, append_arguments(chunk, channel, heads)
+
+
+def append_one_statement(
+    request: AppendRequest, channel: str, heads: Mapping[tuple[str, str], int]
+) -> tuple[str, tuple[Any, ...]]:
     """The statement (from APPEND_ONE) and parameters for a batch of one request.
 
     The statement uses native ``$n`` placeholders: run it with a raw cursor
-    (psycopg then has no query to convert on every call).
+    (psycopg then has no query to convert on every call). ``heads``: see
+    :class:`Heads`.
     """
     schedule = request.schedule
     events = request.events
+    expected = request.expected_version
     common = (
         request.namespace,
         request.stream_id,
         request.recorded_at,
-        request.expected_version,
+        expected,
         channel,
+        heads.get((request.namespace, request.stream_id), 0) if expected == ANY_VERSION else expected,
     )
     params: tuple[Any, ...]
     if len(events) == 1:
@@ -204,8 +362,9 @@ def one_outcome(request: AppendRequest, rows: Sequence[Sequence[Any]]) -> list[E
 def chunks(requests: Sequence[AppendRequest]) -> Iterator[Sequence[AppendRequest]]:
     """``requests`` in order, cut so that no call carries much over MAX_CALL_BYTES of payload.
 
-    A jsonb value is limited to 255 MB; 256 appends of large payloads would
-    pass it. Each request keeps its own outcome either way, and the calls
+    A value (here the bytea[] of payloads) is limited to 1 GB, and one call
+    holds the whole batch in the server's memory several times over; 256
+    appends of large payloads would pass that. Each request keeps its own outcome either way, and the calls
     run one after the other, so positions still follow request order.
     """
     start, size = 0, 0
@@ -222,7 +381,15 @@ def chunks(requests: Sequence[AppendRequest]) -> Iterator[Sequence[AppendRequest
 def append_outcomes(
     requests: Sequence[AppendRequest], previous: list[int], positions: list[int]
 ) -> list[AppendOutcome]:
-    """Each request's stored events (or its conflict) from what ``sagalog_append`` returned."""
+    """Each request's stored events (or its conflict) from what ``sagalog_append_batch`` returned."""
+    if len(positions) == len(requests) and all(len(r.events) == 1 for r in requests):
+        # The usual group commit: one event per request, every request
+        # accepted (a refused request writes nothing). Positional arguments:
+        # keywords cost msgspec a lookup each, for every event.
+        return [
+            [Event(p, r.stream_id, v + 1, e.type, e.payload, dict(e.metadata), r.namespace, r.recorded_at)]
+            for r, v, p, e in zip(requests, previous, positions, [r.events[0] for r in requests], strict=True)
+        ]
     found: list[AppendOutcome] = []
     taken = iter(positions)
     for request, version in zip(requests, previous, strict=True):
@@ -231,14 +398,14 @@ def append_outcomes(
             continue
         found.append([
             Event(
-                position=next(taken),
-                stream_id=request.stream_id,
-                version=version + offset,
-                type=event.type,
-                payload=event.payload,
-                metadata=dict(event.metadata),
-                namespace=request.namespace,
-                recorded_at=request.recorded_at,
+                next(taken),
+                request.stream_id,
+                version + offset,
+                event.type,
+                event.payload,
+                dict(event.metadata),
+                request.namespace,
+                request.recorded_at,
             )
             for offset, event in enumerate(request.events, start=1)
         ])

@@ -6,7 +6,7 @@ keeps the same guarantees in one statement, in ``pg_append``. Everything lives i
 first schema of the connection's ``search_path``.
 
 Prepared statements: every query here is a constant string whose values
-travel as parameters (a group commit travels as one JSON document, see
+travel as parameters (a group commit travels as one array per column, see
 ``pg_append``, so a batch of any size uses the same text). psycopg prepares a query on the
 server the second time a connection runs it (``prepare_threshold=1``), so
 the hot paths are parsed and planned once per pooled connection (and on the
@@ -32,16 +32,18 @@ from sagalog.storage import migrations
 from sagalog.storage.pg_append import (
     APPEND,
     APPEND_LOCKED,
-    append_arguments,
+    Heads,
     append_locked_arguments,
     append_one_statement,
     append_outcomes,
-    chunks,
+    calls,
     one_outcome,
+    register_dumpers,
 )
 from sagalog.storage.pg_listen import Waker
 from sagalog.storage.recorder import AppendOutcome, AppendRequest
 from sagalog.storage.records import (
+    ANY_VERSION,
     Claim,
     Event,
     Snapshot,
@@ -150,6 +152,7 @@ class PostgresRecorder:
         # same query text on the same cursor keeps the Transformer.
         self._appender_cursor: psycopg.AsyncRawCursor[TupleRow] | None = None
         self._appender_lock = anyio.Lock(fast_acquire=True)
+        self._heads = Heads()
 
     @classmethod
     async def open(
@@ -186,6 +189,7 @@ class PostgresRecorder:
                 open=False,
                 timeout=timeout,
                 kwargs={"autocommit": True, "prepare_threshold": 1},
+                configure=_configure,
                 name="sagalog",
             )
             try:
@@ -213,6 +217,7 @@ class PostgresRecorder:
                     appender = await psycopg.AsyncConnection.connect(
                         self._url, autocommit=True, prepare_threshold=1
                     )
+                    register_dumpers(appender.adapters)
                     cursor = psycopg.AsyncRawCursor(appender)
                     cursor.format = pq.Format.BINARY
                     self._appender, self._appender_cursor = appender, cursor
@@ -238,15 +243,17 @@ class PostgresRecorder:
         if len(requests) == 1:
             return [await self._append_one(conn, requests[0], cursor)]
         outcomes: list[AppendOutcome] = []
-        for chunk in chunks(requests):
+        for chunk, arguments in calls(requests, self._channel, self._heads.versions):
             if len(chunk) == 1:
                 outcomes.append(await self._append_one(conn, chunk[0], None))
                 continue
             cur = conn.cursor(binary=True)
-            await cur.execute(APPEND, append_arguments(chunk, self._channel))
+            await cur.execute(APPEND, arguments)
             row = await cur.fetchone()
             assert row is not None
-            outcomes.extend(append_outcomes(chunk, row[0], row[1]))
+            found = append_outcomes(chunk, row[0], row[1])
+            self._heads.update(chunk, found)
+            outcomes.extend(found)
         return outcomes
 
     async def _append_one(
@@ -259,7 +266,7 @@ class PostgresRecorder:
 
         ``cur``: a binary raw cursor of ``conn`` to reuse, or None for a new one.
         """
-        query, params = append_one_statement(request, self._channel)
+        query, params = append_one_statement(request, self._channel, self._heads.versions)
         if cur is None:
             cur = psycopg.AsyncRawCursor(conn)
             cur.format = pq.Format.BINARY
@@ -273,13 +280,17 @@ class PostgresRecorder:
         else:
             rows = await cur.fetchall()
             if rows:
+                if request.expected_version == ANY_VERSION:
+                    self._heads.reached(request, rows[-1][1])
                 return one_outcome(request, rows)
         # Nothing written: decide again on fresh data, under the events lock.
         locked = conn.cursor(binary=True)
         await locked.execute(APPEND_LOCKED, append_locked_arguments(request, self._channel))
         row = await locked.fetchone()
         assert row is not None
-        return append_outcomes([request], [row[0]], row[1] or [])[0]
+        outcome = append_outcomes([request], [row[0]], row[1] or [])[0]
+        self._heads.update([request], [outcome])
+        return outcome
 
     # -- reading ---------------------------------------------------------------
 
@@ -526,6 +537,11 @@ class PostgresRecorder:
                 if seen.is_set():
                     return True
         return False
+
+
+async def _configure(conn: Conn) -> None:
+    # Pooled connections append too (when the appender connection is busy).
+    register_dumpers(conn.adapters)
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from sagalog.storage import (
     NewEvent,
     Schedule,
     connect,
+    migrations,
     pg_append,
 )
 from sagalog.storage.postgres import PostgresRecorder
@@ -106,7 +107,7 @@ async def test_an_unmigrated_schema_is_refused_with_the_command_to_run(pg_url: s
     with pytest.raises(ProgrammingError) as caught:
         await connect(pg_url, migrate=False)
     message = str(caught.value)
-    assert "is not migrated (missing 001_journal)" in message
+    assert "is not migrated (missing 001_journal, 002_append_arrays)" in message
     assert "sagalog admin migrate" in message
 
 
@@ -122,7 +123,7 @@ async def test_concurrent_migrations_apply_each_file_once(pg_url: str) -> None:
             tg.start_soon(lambda: _open_and_close(pg_url))
     with raw(pg_url) as conn:
         rows = conn.execute("SELECT version, name FROM schema_migrations").fetchall()
-    assert rows == [(1, "journal")]
+    assert sorted(rows) == [(1, "journal"), (2, "append_arrays")]
     journal = await connect(pg_url, migrate=False)  # migrated: accepted
     await journal.close()
 
@@ -130,6 +131,40 @@ async def test_concurrent_migrations_apply_each_file_once(pg_url: str) -> None:
 async def _open_and_close(url: str) -> None:
     journal = await connect(url)
     await journal.close()
+
+
+async def test_a_journal_written_before_002_is_upgraded_and_appended_to(pg_url: str) -> None:
+    """`sagalog admin migrate` on a 001 schema: old events stay, new batches continue them."""
+    first = migrations.available()[0]
+    with raw(pg_url) as conn:
+        conn.execute(sql.SQL(first.sql))
+        conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute("INSERT INTO schema_migrations (version, name) VALUES (1, 'journal')")
+        # A group commit of the previous version: one JSON document.
+        conn.execute(
+            "SELECT sagalog_append(%s::jsonb, 'old')",
+            (
+                '[[["default", "a"], ["default", "b"]],'
+                ' [[1, 0, 1, "2026-01-01T00:00:00Z", 0, null], [2, 0, 1, "2026-01-01T00:00:00Z", 0, null]],'
+                ' [[1, 1, "A1", "", {}, "default", "a"], [2, 1, "B1", "", {}, "default", "b"]]]',
+            ),
+        )
+    with pytest.raises(ProgrammingError, match="missing 002_append_arrays"):
+        await connect(pg_url, migrate=False)
+    assert await migrations.migrate_url(pg_url) == ["002_append_arrays"]
+    journal = await connect(pg_url, migrate=False)
+    try:
+        outcomes = await journal.recorder.append_batch([
+            request("a", 1, "A2"), request("b", NO_STREAM, "B?"), request("c", NO_STREAM, "C1")
+        ])
+        stored = [(e.stream_id, e.version, e.type) for e in await journal.read_all()]
+    finally:
+        await journal.close()
+    assert isinstance(outcomes[1], ConcurrencyError) and outcomes[1].actual_version == 1
+    assert stored == [("a", 1, "A1"), ("b", 1, "B1"), ("a", 2, "A2"), ("c", 1, "C1")]
 
 
 # -- group commit ------------------------------------------------------------
@@ -157,6 +192,100 @@ async def test_a_batch_keeps_request_order_and_each_its_own_outcome(pg: Journal)
         (e.position, e.stream_id, e.version) for e in written
     ]
     assert await pg.next_ready_at() == T0
+
+
+async def test_a_new_stream_that_exists_is_refused_alone_in_a_batch_of_new_streams(pg: Journal) -> None:
+    """A batch of one-event requests for new streams reads no versions; one that exists after all
+    fails the INSERT, and the batch is decided again with every version read."""
+    recorder = pg.recorder
+    await recorder.append_batch([request("old", NO_STREAM, "O1"), request("older", NO_STREAM, "P1")])
+    outcomes = await recorder.append_batch([
+        request("n1", NO_STREAM, "N1"),
+        request("old", NO_STREAM, "O2"),  # refused: old is at 1
+        request("n2", NO_STREAM, "N2", ready=T0),
+        request("older", 1, "P2"),
+        request("n3", ANY_VERSION, "N3"),
+    ])
+    assert isinstance(outcomes[1], ConcurrencyError)
+    assert (outcomes[1].expected_version, outcomes[1].actual_version) == (NO_STREAM, 1)
+    written = [e for o in outcomes if not isinstance(o, ConcurrencyError) for e in o]
+    assert [(e.stream_id, e.version, e.type) for e in written] == [
+        ("n1", 1, "N1"), ("n2", 1, "N2"), ("older", 2, "P2"), ("n3", 1, "N3")
+    ]
+    stored = await pg.read_all(written[0].position - 1)
+    assert [(e.position, e.stream_id, e.version) for e in stored] == [
+        (e.position, e.stream_id, e.version) for e in written
+    ]
+    assert [c.stream_id for c in await recorder.claim("default", "w", T0, T0, 10)] == ["n2"]
+
+
+@pytest.mark.parametrize("hint", [1, 3, 50], ids=["stale", "exact", "too high"])
+async def test_a_version_hint_speeds_the_read_and_never_changes_the_version(
+    pg: Journal, pg_url: str, hint: int
+) -> None:
+    """``ANY_VERSION`` requests read down to the version the client last wrote; any hint is safe."""
+    await pg.recorder.append_batch([request("s", NO_STREAM, "S1", "S2", "S3"), request("t", NO_STREAM, "T1")])
+    heads = {("default", "s"): hint, ("default", "t"): hint}
+    distinct = [request("s", ANY_VERSION, "S4"), request("t", ANY_VERSION, "T2")]
+    repeated = [request("s", ANY_VERSION, "S5"), request("t", 2, "T3"), request("s", 5, "S6")]
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        pg_append.register_dumpers(conn.adapters)
+        for requests in (distinct, repeated):
+            cur = conn.cursor(binary=True)
+            await cur.execute(pg_append.APPEND, pg_append.append_arguments(requests, "test", heads))
+            row = await cur.fetchone()
+            assert row is not None
+            assert not any(isinstance(o, ConcurrencyError) for o in pg_append.append_outcomes(requests, *row))
+    assert [(e.type, e.version) for e in await pg.read_stream("s")] == [
+        ("S1", 1), ("S2", 2), ("S3", 3), ("S4", 4), ("S5", 5), ("S6", 6)
+    ]
+    assert [(e.type, e.version) for e in await pg.read_stream("t")] == [("T1", 1), ("T2", 2), ("T3", 3)]
+
+
+async def test_hints_from_a_journal_that_was_recreated_do_not_change_versions(pg_url: str) -> None:
+    """``ANY_VERSION`` hints are versions this process wrote; after the schema is recreated under
+    an open journal they are too high, and appends still take the right versions."""
+    journal = await connect(pg_url)
+    try:
+        for stream in ("s", "t", "v"):
+            for _ in range(3):
+                await journal.append(stream, ANY_VERSION, [NewEvent("Old", b"")])
+        with raw(pg_url) as conn:
+            schema = conn.execute("SELECT current_schema()").fetchone()
+            assert schema is not None
+            name = sql.Identifier(schema[0])
+            conn.execute(sql.SQL("DROP SCHEMA {0} CASCADE; CREATE SCHEMA {0}").format(name))
+        await migrations.migrate_url(pg_url)
+        other = await connect(pg_url)
+        for stream in ("t", "v"):
+            await other.append(stream, NO_STREAM, [NewEvent("New", b"")])
+        await other.close()
+        # Every hint is 3 now. One request: an empty stream, then one at version 1.
+        await journal.append("s", ANY_VERSION, [NewEvent("New", b"")])
+        await journal.append("v", ANY_VERSION, [NewEvent("New", b"")])
+        # A group commit: a stream at version 1, and a new one.
+        await journal.recorder.append_batch([
+            request("t", ANY_VERSION, "Next"), request("u", NO_STREAM, "U1")
+        ])
+        versions = {s: [e.version for e in await journal.read_stream(s)] for s in ("s", "t", "u", "v")}
+    finally:
+        await journal.close()
+    assert versions == {"s": [1], "t": [1, 2], "u": [1], "v": [1, 2]}
+
+
+async def test_a_batch_may_mix_namespaces_and_reuse_a_stream_id_in_each(pg: Journal) -> None:
+    await pg.create_namespace("tenant")
+    recorder = pg.recorder
+    outcomes = await recorder.append_batch([
+        request("s", NO_STREAM, "D1"),
+        AppendRequest("tenant", "s", NO_STREAM, (NewEvent("T1", b""), NewEvent("T2", b"")), T0),
+        request("s", 1, "D2"),
+    ])
+    assert [[(e.namespace, e.stream_id, e.version) for e in o] for o in outcomes] == [  # type: ignore[union-attr]
+        [("default", "s", 1)], [("tenant", "s", 1), ("tenant", "s", 2)], [("default", "s", 2)]
+    ]
+    assert [e.type for e in await pg.read_stream("s")] == ["D1", "D2"]
+    assert [e.type for e in await (await pg.in_namespace("tenant")).read_stream("s")] == ["T1", "T2"]
 
 
 async def test_a_batch_of_distinct_streams_schedules_only_what_it_wrote(pg: Journal) -> None:
@@ -256,23 +385,45 @@ async def test_a_refused_value_fails_the_batch_and_changes_nothing(pg: Journal) 
     assert [(e.stream_id, e.version) for e in await pg.read_all()] == [("wf-1", 1)]
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+async def test_an_expected_version_out_of_range_is_refused_as_invalid(pg: Journal, batch: int) -> None:
+    requests = [request(f"s{n}", 2**40, "E") for n in range(batch)]
+    with pytest.raises(InvalidEventError, match="out of range"):
+        await pg.recorder.append_batch(requests)
+    assert await pg.read_all() == []
+
+
 # -- global order under real concurrency --------------------------------------
 
 
-async def test_a_concurrent_reader_sees_every_event_once_and_in_order(pg_url: str) -> None:
+@pytest.mark.parametrize("shape", ["append", "batch of new streams", "batch of two-event requests"])
+async def test_a_concurrent_reader_sees_every_event_once_and_in_order(pg_url: str, shape: str) -> None:
     """Writers on separate connections race; positions must never commit out of order.
 
     Without the events lock a slow writer's smaller position would commit
-    after the reader had moved past it, and the reader would miss it.
+    after the reader had moved past it, and the reader would miss it. Each
+    shape takes another path: the one-request statement, and both INSERTs
+    of sagalog_append_batch.
     """
     writers, appends = 6, 40
     journals = [await connect(pg_url) for _ in range(writers + 1)]
     reader, seen = journals[-1], []
     done = anyio.Event()
+    two = (NewEvent("E", b""), NewEvent("F", b""))
 
     async def write(journal: Journal, n: int) -> None:
         for i in range(appends):
-            await journal.append(f"s{n}-{i % 3}", ANY_VERSION, [NewEvent("E", b""), NewEvent("F", b"")])
+            if shape == "append":
+                await journal.append(f"s{n}-{i % 3}", ANY_VERSION, two)
+            elif shape == "batch of new streams":
+                await journal.recorder.append_batch([
+                    AppendRequest("default", f"s{n}-{i}-{k}", NO_STREAM, two[k:k + 1], T0)
+                    for k in range(2)
+                ])
+            else:
+                await journal.recorder.append_batch([
+                    AppendRequest("default", f"s{n}-{i % 3}-{k}", ANY_VERSION, two, T0) for k in range(2)
+                ])
 
     async def read() -> None:
         position = 0
@@ -296,7 +447,7 @@ async def test_a_concurrent_reader_sees_every_event_once_and_in_order(pg_url: st
     finally:
         for journal in journals:
             await journal.close()
-    assert len(everything) == writers * appends * 2
+    assert len(everything) == writers * appends * (4 if shape == "batch of two-event requests" else 2)
     assert seen == everything  # exactly once each, in order, nothing skipped
 
 
