@@ -19,6 +19,7 @@ allocates nothing (``pip install 'sagalog[otel]'`` turns it on).
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -31,6 +32,9 @@ try:  # optional dependency: absent means tracing is off, at no cost
 except ImportError:  # pragma: no cover - exercised by a test that hides the package
     otel_trace = None  # type: ignore[assignment]
     TraceContextTextMapPropagator = None  # type: ignore[assignment,misc]
+
+RECHECK_SECONDS = 1.0
+"""How often a Tracing on the global provider looks whether a program has set one."""
 
 TRACEPARENT = "traceparent"
 """The event metadata key holding the instance's trace context."""
@@ -86,6 +90,8 @@ class Tracing:
         self._provider = provider
         self._tracer: Any = None
         self._propagator = TraceContextTextMapPropagator() if self.enabled else None
+        self._global_set = False
+        self._next_look = 0.0
 
     def _recording(self) -> bool:
         """Whether spans may be recorded: a provider was given or one was set globally.
@@ -96,9 +102,17 @@ class Tracing:
         """
         if not self.enabled:
             return False
-        if self._provider is not None:
+        if self._provider is not None or self._global_set:
             return True
-        return not isinstance(otel_trace.get_tracer_provider(), otel_trace.ProxyTracerProvider)
+        # Looking costs an os.environ lookup per call (a few % of a worker's CPU
+        # when done per span), and a global provider is set once for good: look
+        # at most every RECHECK_SECONDS until one appears.
+        now = time.monotonic()
+        if now < self._next_look:
+            return False
+        self._next_look = now + RECHECK_SECONDS
+        self._global_set = not isinstance(otel_trace.get_tracer_provider(), otel_trace.ProxyTracerProvider)
+        return self._global_set
 
     def _get_tracer(self) -> Any:
         if self._tracer is None:

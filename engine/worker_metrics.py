@@ -206,7 +206,7 @@ class WorkerMetrics(Observer):
             "sagalog_sessions_ended", "Sessions ended by this process (how: closed or expired)",
             ["kind", "how"], registry=r,
         )  # fmt: skip
-        self._durations: dict[tuple[str, str, str, str], Any] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.open_sessions: dict[str, int] = {}
         """Sessions open per kind, refreshed by :meth:`follow_sessions`."""
         self.sessions_refresh = SESSIONS_REFRESH
@@ -256,58 +256,61 @@ class WorkerMetrics(Observer):
 
     def workflow_started(self, workflow: str) -> None:
         """Count an instance's first run."""
-        self.workflows_started.labels(workflow).inc()
+        self._child(self.workflows_started, workflow).inc()
 
     def workflow_ended(self, workflow: str, status: str) -> None:
         """Count an instance reaching ``status``."""
-        self.workflows_ended.labels(workflow, status).inc()
+        self._child(self.workflows_ended, workflow, status).inc()
 
     def workflow_parked(self, workflow: str, reason: str) -> None:
         """Count a parked instance."""
-        self.workflows_parked.labels(workflow, reason).inc()
+        self._child(self.workflows_parked, workflow, reason).inc()
 
     def step_attempt(
         self, workflow: str, step: str, kind: str, attempt: int, outcome: StepOutcome, seconds: float
     ) -> None:
         """Time an attempt; count retries, attempts per step and compensations."""
-        # The hot path (every attempt): the labelled child is looked up in a plain
-        # dict, about half the cost of prometheus_client's labels() each time.
-        key = (workflow, step, kind, outcome)
-        duration = self._durations.get(key)
-        if duration is None:
-            duration = self._durations[key] = self.step_duration.labels(*key)
-        duration.observe(seconds)
+        self._child(self.step_duration, workflow, step, kind, outcome).observe(seconds)
         if outcome == "retrying":
-            self.retries.labels(workflow, step).inc()
+            self._child(self.retries, workflow, step).inc()
             return
-        self.step_attempts.labels(workflow, step, kind).observe(attempt)
+        self._child(self.step_attempts, workflow, step, kind).observe(attempt)
         if kind == "compensation":
-            self.compensations.labels(workflow, step, outcome).inc()
+            self._child(self.compensations, workflow, step, outcome).inc()
 
     def takeover(self, workflow: str) -> None:
         """Count an attempt restarted after its worker went away."""
-        self.takeovers.labels(workflow).inc()
+        self._child(self.takeovers, workflow).inc()
 
     def timer_fired(self, workflow: str, lag_seconds: float) -> None:
         """Record how late a timer fired."""
-        self.timer_lag.labels(workflow).observe(max(0.0, lag_seconds))
+        self._child(self.timer_lag, workflow).observe(max(0.0, lag_seconds))
 
     def replayed(self, workflow: str, events: int, seconds: float) -> None:
         """Time a replay."""
-        self.replay_duration.labels(workflow).observe(seconds)
+        self._child(self.replay_duration, workflow).observe(seconds)
 
     def session_opened(self, kind: str) -> None:
         """Count an opened session."""
-        self.sessions_opened.labels(kind).inc()
+        self._child(self.sessions_opened, kind).inc()
 
     def session_ended(self, kind: str, how: str) -> None:
         """Count a session that was closed or expired."""
-        self.sessions_ended.labels(kind, how).inc()
+        self._child(self.sessions_ended, kind, how).inc()
 
     def journal_commit(self, seconds: float, batch_size: int) -> None:
         """Time one append transaction and note how many appends it carried."""
         self.append_latency.observe(seconds)
         self.append_batch.observe(batch_size)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up in a plain dict: the observer runs for
+        every attempt and commit, and prometheus_client's labels() costs twice as much."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     # -- reading -------------------------------------------------------------------
 
