@@ -36,7 +36,7 @@ from sagalog.engine.retry import DEFAULT_RETRY, RetryPolicy, resolve_policy
 from sagalog.engine.session_steps import register_session_steps
 from sagalog.engine.sessions import Sessions
 from sagalog.engine.steps import Attempt, outcome_event, run_attempt
-from sagalog.engine.tracing import TRACEPARENT, TRACING, trace_id_of, trace_of
+from sagalog.engine.tracing import NO_SPAN, TRACEPARENT, TRACING, SpanHandle, trace_id_of, trace_of
 from sagalog.engine.workflow import DEFAULT_REGISTRY, Registry, Step, StepContext, Workflow
 from sagalog.replay.events import (
     CHILD_ID_IN_USE,
@@ -793,16 +793,10 @@ class Runner:
     ) -> tuple[Attempt | None, float]:
         """Run one attempt in its span, its log fields bound; (None, _) when cancelled."""
         token = logs.bind(step=task.name, attempt=task.attempt)
-        attributes: dict[str, str | int] = {
-            "sagalog.instance_id": instance_id,
-            "sagalog.workflow": wf.name,
-            "sagalog.step": task.name,
-            "sagalog.attempt": task.attempt,
-        }
         attempt = None
         try:
             # The parent is the current span: the advance (``workflow <name>``) this runs in.
-            with self.tracing.span(f"{task.kind} {task.name}", None, attributes) as span:
+            with self._attempt_span(instance_id, wf, task) as span:
                 # Real elapsed time for the duration metric (a measurement, not a decision).
                 started = time.perf_counter()
                 with scope:
@@ -813,6 +807,20 @@ class Runner:
             return attempt, seconds
         finally:
             logs.reset(token)
+
+    def _attempt_span(
+        self, instance_id: str, wf: Workflow, task: StepTask
+    ) -> contextlib.AbstractContextManager[SpanHandle]:
+        """The span of one attempt; built only when spans are recorded (this runs per attempt)."""
+        if not self.tracing.recording():
+            return contextlib.nullcontext(NO_SPAN)
+        attributes: dict[str, str | int] = {
+            "sagalog.instance_id": instance_id,
+            "sagalog.workflow": wf.name,
+            "sagalog.step": task.name,
+            "sagalog.attempt": task.attempt,
+        }
+        return self.tracing.span(f"{task.kind} {task.name}", None, attributes)
 
     def _drop_handoff(self, instance_id: str, handoff: list[_Handoff]) -> None:
         """Forget a handed-off step that will not run here, so the next commit restarts it."""

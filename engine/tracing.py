@@ -93,7 +93,7 @@ class Tracing:
         self._global_set = False
         self._next_look = 0.0
 
-    def _recording(self) -> bool:
+    def recording(self) -> bool:
         """Whether spans may be recorded: a provider was given or one was set globally.
 
         Until a program sets one, the global provider is a proxy whose spans
@@ -131,7 +131,7 @@ class Tracing:
     def start_trace(self, name: str, attributes: Attributes) -> str | None:
         """The ``traceparent`` for a new instance: the caller's current span when there is
         one, else a new root span named ``name`` (ended at once)."""
-        if not self._recording():
+        if not self.recording():
             return None
         current = otel_trace.get_current_span()
         if current.get_span_context().is_valid:
@@ -144,7 +144,7 @@ class Tracing:
         self, name: str, parent: str | None, attributes: Attributes
     ) -> AbstractContextManager[SpanHandle]:
         """A span named ``name``, child of ``parent`` (a ``traceparent``; None: a new trace)."""
-        if not self._recording():
+        if not self.recording():
             return contextlib.nullcontext(NO_SPAN)
         return self._span(name, parent, attributes)
 
