@@ -31,6 +31,7 @@ import msgspec
 from cachetools import LRUCache
 from sagalog.engine import logs
 from sagalog.engine.breaker import Breakers
+from sagalog.engine.instances import start_child, start_instance, start_next_run
 from sagalog.engine.observer import NULL_OBSERVER, Observer, outcome_of
 from sagalog.engine.retry import DEFAULT_RETRY, RetryPolicy, resolve_policy
 from sagalog.engine.session_steps import register_session_steps
@@ -67,10 +68,10 @@ from sagalog.replay.events import (
     encode_event,
     stream_id,
 )
-from sagalog.replay.executor import Executor, StepTask, default_decode, next_run_id
+from sagalog.replay.executor import Executor, StepTask, default_decode
 from sagalog.replay.folding import fold_events, load_state
 from sagalog.replay.saga import TERMINAL, SagaFold, SagaState, apply_event, ready_at
-from sagalog.storage import NO_STREAM, Journal, Schedule, Snapshot, check_stream_id, encode_value
+from sagalog.storage import Journal, Schedule, Snapshot, check_stream_id, encode_value
 
 from sagalog.clock import SYSTEM_CLOCK, Clock
 from sagalog.errors import (
@@ -230,54 +231,9 @@ class Runner:
             )
         trace = self.tracing.start_trace(f"start {wf.name}", {"sagalog.instance_id": instance_id})
         meta = {**self._meta, TRACEPARENT: trace} if trace else self._meta
-        await self._create(instance_id, WorkflowStarted(wf.name, data, session_id=session_id), meta)
+        started = WorkflowStarted(wf.name, data, session_id=session_id)
+        await start_instance(self.journal, instance_id, started, meta, self.clock.now())
         return instance_id
-
-    async def _create(
-        self, instance_id: str, started: WorkflowStarted, meta: dict[str, str] | None = None
-    ) -> WorkflowStarted | None:
-        """Record ``started`` as the instance's first event; idempotent for the same workflow.
-
-        Returns the existing first event when the id was taken already (by this
-        same start after a crash, or by another instance of the same workflow).
-        """
-        stream = stream_id(instance_id)
-        try:
-            await self.journal.append(
-                stream,
-                NO_STREAM,
-                [encode_event(started, meta or self._meta)],
-                schedule=Schedule(self.clock.now()),
-            )
-        except ConcurrencyError:
-            first = await self.journal.read_stream(stream, 1, 1)
-            existing = decode_event(first[0])
-            if isinstance(existing, WorkflowStarted) and existing.workflow != started.workflow:
-                raise WorkflowError(
-                    f"instance {instance_id!r} already exists and runs workflow "
-                    f"{existing.workflow!r}, not {started.workflow!r}"
-                ) from None
-            return existing if isinstance(existing, WorkflowStarted) else None
-        return None
-
-    async def _create_next_run(self, first_id: str, started: WorkflowStarted, meta: dict[str, str]) -> str:
-        """Create a continue-as-new run under the first id from ``first_id`` on that is free or ours.
-
-        The id is only a proposal of the executor (replay compares decisions
-        without it), so a ``c.run2`` some client started by hand moves the
-        next run to ``c.run3`` rather than failing the instance. A run created
-        before a crash is recognised by its ``continued_from``.
-        """
-        candidate = first_id
-        while True:
-            try:
-                existing = await self._create(candidate, started, meta)
-            except WorkflowError:
-                existing = None  # another workflow holds the id
-            else:
-                if existing is None or existing.continued_from == started.continued_from:
-                    return candidate
-            candidate = next_run_id(candidate)
 
     # -- reading ----------------------------------------------------------------
 
@@ -1051,6 +1007,7 @@ class Runner:
         """
         parent = live.executor.instance_id
         refused: list[ChildFailed] = []
+        now = self.clock.now()
         for i, event in enumerate(decisions):
             match event:
                 case ChildStarted():
@@ -1058,7 +1015,7 @@ class Runner:
                         event.workflow, event.args, parent_id=parent, parent_seq=event.seq,
                         detached=event.detached, session_id=live.state.session_id,
                     )  # fmt: skip
-                    taken = await self._start_child(event.child_id, started, live.meta)
+                    taken = await start_child(self.journal, event.child_id, started, live.meta, now)
                     if taken is not None:
                         refused.append(
                             ChildFailed(event.seq, event.child_id, CHILD_ID_IN_USE, _IN_USE_TYPE, taken)
@@ -1067,7 +1024,7 @@ class Runner:
                     next_run = WorkflowStarted(
                         live.workflow.name, args, session_id=live.state.session_id, continued_from=parent
                     )
-                    free_id = await self._create_next_run(next_id, next_run, live.meta)
+                    free_id = await start_next_run(self.journal, next_id, next_run, live.meta, now)
                     if free_id != next_id:
                         decisions[i] = msgspec.structs.replace(event, next_id=free_id)
                 case _:
@@ -1129,34 +1086,6 @@ class Runner:
         self.cache.pop(state.instance_id, None)
 
     # -- child ids already in use (like Temporal's WorkflowAlreadyStartedError) ----
-
-    async def _start_child(self, child_id: str, started: WorkflowStarted, meta: dict[str, str]) -> str | None:
-        """Create a child instance; why it cannot be when its id belongs to another instance.
-
-        An instance with this id created by this same decision (a retry after a
-        crash between creating the child and recording ``ChildStarted``) is the child.
-        """
-        stream = stream_id(child_id)
-        try:
-            await self.journal.append(
-                stream, NO_STREAM, [encode_event(started, meta)], schedule=Schedule(self.clock.now())
-            )
-            return None
-        except ConcurrencyError:
-            first = decode_event((await self.journal.read_stream(stream, 1, 1))[0])
-        if isinstance(first, WorkflowStarted):
-            mine = (first.workflow, first.parent_id, first.parent_seq)
-            if mine == (started.workflow, started.parent_id, started.parent_seq):
-                return None
-            owner = f"a child of {first.parent_id!r}" if first.parent_id else "not a child workflow"
-            what = f"workflow {first.workflow!r}, {owner}"
-        else:
-            what = f"a stream starting with {type(first).__name__}"
-        return (
-            f"child workflow {started.workflow!r} was not started: id {child_id!r} already "
-            f"belongs to another instance ({what}); give the child another id, or none "
-            "to get '<parent id>-<n>'"
-        )
 
     async def _after_refusals(
         self, live: _Live, refused: list[ChildFailed], now: datetime
