@@ -61,7 +61,7 @@ class _Shared:
         self.identity = type(codec) is IdentityCodec
         """Payloads are stored as given: nothing to encode or decode."""
         self.committer: GroupCommitter[AppendRequest, AppendOutcome] = GroupCommitter(
-            self._commit
+            self._commit, depth=getattr(recorder, "overlapping_batches", 1)
         )
         self.known_namespaces: set[str] = {DEFAULT_NAMESPACE}
 

@@ -154,6 +154,11 @@ class PostgresRecorder:
         self._appender_lock = anyio.Lock(fast_acquire=True)
         self._heads = Heads()
 
+    overlapping_batches = 2
+    """Group commits the Journal may run at once (see storage/group_commit.py):
+    the second goes out on a pooled connection and waits on the server for
+    the events lock, so it starts the moment the first one commits."""
+
     @classmethod
     async def open(
         cls, url: str, migrate: bool = True, *, pool_size: int = 8, timeout: float = 10.0
