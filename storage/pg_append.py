@@ -251,10 +251,20 @@ def timestamptz_array(values: Sequence[datetime]) -> TimestamptzArray | list[dat
     return TimestamptzArray(struct.pack("!5i" + "iq" * n, 1, 0, 1184, n, 1, *flat))
 
 
+def payload_bytes(array: BinaryArray) -> int:
+    """The bytes of the elements of ``array``, without the array's framing."""
+    n = _HEADER.unpack_from(array)[3]
+    return len(array) - _HEADER.size - 4 * n
+
+
 def register_dumpers(adapters: AdaptersMap) -> None:
     """Teach a connection's adapters the types :func:`append_arguments` uses."""
     for array in (Int4Array, TextArray, ByteaArray, TimestamptzArray):
         adapters.register_dumper(array, _dumper(array))
+
+
+PAYLOADS = 10
+"""Where :func:`append_arguments` puts the payloads."""
 
 
 class Heads:
@@ -276,9 +286,16 @@ class Heads:
 
     def update(self, requests: Sequence[AppendRequest], outcomes: Sequence[AppendOutcome]) -> None:
         """Remember the versions the ``ANY_VERSION`` requests of a batch reached."""
-        for request, outcome in zip(requests, outcomes, strict=True):
-            if request.expected_version == ANY_VERSION and not isinstance(outcome, ConcurrencyError):
-                self.reached(request, outcome[-1].version)
+        versions = self.versions
+        if len(versions) + len(requests) > self.LIMIT:
+            versions.clear()
+        # One comprehension for the batch: a method call per request cost as
+        # much as building its arguments.
+        versions.update([
+            ((request.namespace, request.stream_id), outcome[-1].version)
+            for request, outcome in zip(requests, outcomes, strict=True)
+            if request.expected_version == ANY_VERSION and not isinstance(outcome, ConcurrencyError)
+        ])
 
     def reached(self, request: AppendRequest, version: int) -> None:
         """Remember that ``request``'s stream reached ``version``."""
@@ -370,8 +387,9 @@ def calls(
 
     One call unless the payloads pass MAX_CALL_BYTES; then :func:`chunks`.
     """
-    if sum(len(e.payload) for r in requests for e in r.events) <= MAX_CALL_BYTES:
-        yield requests, append_arguments(requests, channel, heads)
+    arguments = append_arguments(requests, channel, heads)
+    if payload_bytes(arguments[PAYLOADS]) <= MAX_CALL_BYTES:
+        yield requests, arguments
         return
     for chunk in chunks(requests):
         yield chunk, append_arguments(chunk, channel, heads)
@@ -466,7 +484,8 @@ def append_outcomes(
     requests: Sequence[AppendRequest], previous: list[int], positions: list[int]
 ) -> list[AppendOutcome]:
     """Each request's stored events (or its conflict) from what ``sagalog_append_batch`` returned."""
-    if len(positions) == len(requests) and all(len(r.events) == 1 for r in requests):
+    n = len(requests)
+    if len(positions) == n and [len(r.events) for r in requests].count(1) == n:
         # The usual group commit: one event per request, every request
         # accepted (a refused request writes nothing). Positional arguments:
         # keywords cost msgspec a lookup each, for every event.
