@@ -203,15 +203,16 @@ def _header(element_oid: int, n: int) -> bytes:
 
 def _elements(items: list[bytes]) -> bytes:
     # Each element as its length and its bytes.
-    return b"".join(chain.from_iterable(zip(map(_LENGTH, map(len, items)), items)))
+    return b"".join(chain.from_iterable(zip(map(_LENGTH, map(len, items)), items, strict=True)))
 
 
 def int4_array(values: Sequence[int]) -> Int4Array:
     """``values`` (at least one, each fitting 32 bits) as a binary ``integer[]``."""
     n = len(values)
     # Each element as its length (4) and its value: one struct.pack for all.
+    flat = chain.from_iterable(zip(repeat(4), values))
     try:
-        return Int4Array(struct.pack(f"!5i{2 * n}i", 1, 0, 23, n, 1, *chain.from_iterable(zip(repeat(4), values))))
+        return Int4Array(struct.pack(f"!5i{2 * n}i", 1, 0, 23, n, 1, *flat))
     except struct.error:
         # Only an expected version can be that large (versions are integers).
         raise InvalidEventError(
@@ -253,7 +254,7 @@ def timestamptz_array(values: Sequence[datetime]) -> TimestamptzArray | list[dat
 
 def payload_bytes(array: BinaryArray) -> int:
     """The bytes of the elements of ``array``, without the array's framing."""
-    n = _HEADER.unpack_from(array)[3]
+    n: int = _HEADER.unpack_from(array)[3]
     return len(array) - _HEADER.size - 4 * n
 
 
@@ -324,10 +325,8 @@ def append_arguments(
     sids = [r.stream_id for r in requests]
     namespaces = [r.namespace for r in requests]
     same = namespaces.count(namespace) == n
-    if same:
-        once = len(set(sids)) == n
-    else:
-        once = len(set(zip(namespaces, sids))) == n
+    keyed = set(sids) if same else set(zip(namespaces, sids, strict=True))
+    once = len(keyed) == n
     stream: Int4Array | None = None
     keys: list[tuple[str, str]] | None = None
     if once:  # every stream once: request r is stream r
@@ -335,7 +334,7 @@ def append_arguments(
         ns = [namespace] if same else namespaces
     else:
         streams: dict[tuple[str, str], int] = {}
-        index = [streams.setdefault(key, len(streams) + 1) for key in zip(namespaces, sids)]
+        index = [streams.setdefault(key, len(streams) + 1) for key in zip(namespaces, sids, strict=True)]
         stream = int4_array(index)
         keys = list(streams)
         sid = [key[1] for key in keys]
@@ -359,7 +358,7 @@ def append_arguments(
         if keys is None:
             hint = int4_array([
                 heads.get(key, 0) if version == ANY_VERSION else version
-                for key, version in zip(zip(namespaces, sids), expected)
+                for key, version in zip(zip(namespaces, sids, strict=True), expected, strict=True)
             ])
         else:
             hint = int4_array([heads.get(key, 0) for key in keys])

@@ -149,3 +149,96 @@ async def test_waiters_form_the_next_batch_and_share_its_outcome_or_error() -> N
     assert batches == [[10, 99, 11]]
     assert results[10] == results[99] == results[11] == "refused"
     assert committer.batches == 3
+
+
+class _Recording:
+    """A commit function that records its batches and how many commits ran at once."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[object]] = []
+        self.running = 0
+        self.most = 0
+        self.gate = anyio.Event()  # the first commit waits for it
+
+    async def __call__(self, batch: Sequence[object]) -> list[str]:
+        self.batches.append(list(batch))
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            if len(self.batches) == 1:
+                await self.gate.wait()
+            for _ in range(3):  # a commit takes a few turns of the event loop
+                await anyio.lowlevel.checkpoint()
+        finally:
+            self.running -= 1
+        return [f"done {r}" for r in batch]
+
+
+async def test_with_depth_two_many_appenders_split_in_two_batches_that_commit_at_once() -> None:
+    commit = _Recording()
+    committer: GroupCommitter[object, str] = GroupCommitter(commit, depth=2, min_split=2)
+    results: dict[object, str] = {}
+
+    async def submit(n: int) -> None:
+        for turn in range(3):
+            results[n, turn] = await committer.submit((n, turn))
+
+    async with anyio.create_task_group() as tg:
+        for n in range(7):
+            tg.start_soon(submit, n)
+        await anyio.wait_all_tasks_blocked()
+        commit.gate.set()
+    assert results == {(n, t): f"done {(n, t)}" for n in range(7) for t in range(3)}
+    # The first request committed alone; the others waited behind it in one
+    # batch (still open while it waited, so the first appender's next request
+    # joined it too). From then on the seven appenders were split in two
+    # groups (at most half of them per batch), and both groups' batches
+    # committed at once, each request with its own outcome.
+    assert commit.batches[0] == [(0, 0)]
+    assert sorted(commit.batches[1]) == [(0, 1)] + [(n, 0) for n in range(1, 7)]
+    assert all(len(b) <= 4 for b in commit.batches[2:])
+    assert commit.most == 2
+    assert sorted(r for b in commit.batches for r in b) == sorted(results)
+
+
+async def test_with_depth_two_few_appenders_commit_one_batch_at_a_time() -> None:
+    commit = _Recording()
+    committer: GroupCommitter[object, str] = GroupCommitter(commit, depth=2, min_split=4)
+    results: dict[object, str] = {}
+
+    async def submit(n: int) -> None:
+        for turn in range(3):
+            results[n, turn] = await committer.submit((n, turn))
+
+    async with anyio.create_task_group() as tg:
+        for n in range(7):  # fewer than 2 * min_split
+            tg.start_soon(submit, n)
+        await anyio.wait_all_tasks_blocked()
+        commit.gate.set()
+    assert len(results) == 21
+    assert commit.most == 1
+    assert sum(len(b) for b in commit.batches) == 21
+
+
+async def test_a_cancelled_member_leaves_the_others_their_outcomes() -> None:
+    commit = _Recording()
+    committer: GroupCommitter[object, str] = GroupCommitter(commit)
+    results: dict[object, str] = {}
+    scopes: dict[int, anyio.CancelScope] = {}
+
+    async def submit(n: int) -> None:
+        with anyio.CancelScope() as scope:
+            scopes[n] = scope
+            results[n] = await committer.submit(n)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(4):
+            tg.start_soon(submit, n)
+        await anyio.wait_all_tasks_blocked()
+        scopes[2].cancel()  # a member waiting for its batch
+        await anyio.wait_all_tasks_blocked()
+        commit.gate.set()
+    assert results == {0: "done 0", 1: "done 1", 3: "done 3"}
+    # Its request was in the batch already: it was committed all the same
+    # (the caller only stopped waiting for the outcome).
+    assert commit.batches == [[0], [1, 2, 3]]

@@ -3,8 +3,8 @@ lock under real concurrency, error translation, and LISTEN/NOTIFY wake-ups."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta, timezone
 
 import anyio
 import anyio.lowlevel
@@ -23,6 +23,7 @@ from sagalog.storage import (
     pg_append,
 )
 from sagalog.storage.postgres import PostgresRecorder
+from sagalog.storage.recorder import AppendOutcome
 
 from sagalog.errors import (
     ConcurrencyError,
@@ -449,6 +450,116 @@ async def test_a_concurrent_reader_sees_every_event_once_and_in_order(pg_url: st
             await journal.close()
     assert len(everything) == writers * appends * (4 if shape == "batch of two-event requests" else 2)
     assert seen == everything  # exactly once each, in order, nothing skipped
+
+
+async def test_many_appenders_through_one_journal_keep_each_check_and_the_global_order(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Enough appenders that the group committer splits them and runs two commits at once.
+
+    Two appenders race for each stream, each expecting a new stream: exactly
+    one of each pair wins, whichever of the overlapping batches it was in,
+    and the other gets its own ConcurrencyError. A reader paging through the
+    global order meanwhile sees every event once, in order.
+    """
+    writers, rounds = 320, 3  # 320 waiting appenders: batches of 160, two at once
+    journal, reader = await connect(pg_url), await connect(pg_url)
+    running, most = 0, 0
+    append_batch = journal.recorder.append_batch
+
+    async def counted(requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        try:
+            return await append_batch(requests)
+        finally:
+            running -= 1
+
+    monkeypatch.setattr(journal.recorder, "append_batch", counted)
+    won: list[int] = []
+    lost: list[ConcurrencyError] = []
+    seen: list[int] = []
+    done = anyio.Event()
+
+    async def write(n: int) -> None:
+        for r in range(rounds):
+            try:
+                stored = await journal.append(f"s{r}-{n // 2}", NO_STREAM, [NewEvent("E", b"%d" % n)])
+                won.extend(e.version for e in stored)
+            except ConcurrencyError as exc:
+                lost.append(exc)
+
+    async def read() -> None:
+        position = 0
+        while True:
+            finished = done.is_set()
+            for event in await reader.read_all(position, limit=100):
+                seen.append(event.position)
+                position = event.position
+            if finished:
+                return
+            await anyio.lowlevel.checkpoint()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+            async with anyio.create_task_group() as writing:
+                for n in range(writers):
+                    writing.start_soon(write, n)
+            done.set()
+        everything = await reader.read_all(0, limit=10_000)
+    finally:
+        await journal.close()
+        await reader.close()
+    assert most == 2
+    assert won == [1] * (writers // 2 * rounds)
+    assert len(lost) == writers // 2 * rounds
+    assert all(exc.expected_version == 0 and exc.actual_version == 1 for exc in lost)
+    assert sorted(e.stream_id for e in everything) == sorted(
+        f"s{r}-{k}" for r in range(rounds) for k in range(writers // 2)
+    )
+    assert seen == [e.position for e in everything]  # exactly once each, in order
+
+
+async def test_binary_arrays_arrive_as_the_values_they_were_built_from(pg_url: str) -> None:
+    """The group commit's arguments are built in PostgreSQL's binary format by pg_append itself."""
+    texts = ["plain", "", "ünïcødé ✓", "quote ' and \\ backslash", "x" * 5000]
+    blobs = [b"", b"\x00\x01\xff", b"payload" * 1000]
+    moments = [
+        T0,
+        datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2026, 7, 1, 12, 30, 0, 123456, tzinfo=timezone(timedelta(hours=-7))),
+    ]
+    numbers = [0, -1, 2**31 - 1, -(2**31)]
+    documents = [b'{"worker": "w-1"}', b"{}", '{"note": "ünï"}'.encode()]
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        pg_append.register_dumpers(conn.adapters)
+        cur = conn.cursor(binary=True)
+        await cur.execute(
+            "SELECT %b::text[], %b::bytea[], %b::timestamptz[], %b::integer[], %b::text[]",
+            (
+                pg_append.text_array(texts),
+                pg_append.bytea_array(blobs),
+                pg_append.timestamptz_array(moments),
+                pg_append.int4_array(numbers),
+                pg_append.json_text_array(documents),
+            ),
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    assert row[0] == texts
+    assert row[1] == blobs
+    assert row[2] == moments  # the same instants, whatever the time zone they were given in
+    assert row[3] == numbers
+    assert row[4] == [d.decode() for d in documents]
+    assert pg_append.payload_bytes(pg_append.bytea_array(blobs)) == sum(map(len, blobs))
+
+
+def test_a_naive_recorded_at_is_left_to_psycopg() -> None:
+    """A naive datetime is no instant: it goes as psycopg sends it, as before."""
+    naive = [datetime(2026, 1, 1, 12, 0)]
+    assert pg_append.timestamptz_array(naive) == naive
 
 
 # -- errors -----------------------------------------------------------------------
