@@ -20,7 +20,6 @@ import contextlib
 import random
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -70,8 +69,8 @@ from sagalog.replay.events import (
 )
 from sagalog.replay.executor import Executor, StepTask, default_decode
 from sagalog.replay.folding import fold_events, load_state
-from sagalog.replay.saga import TERMINAL, SagaFold, SagaState, apply_event, ready_at
-from sagalog.storage import Journal, Schedule, Snapshot, check_stream_id, encode_value
+from sagalog.replay.saga import ENDING_TYPES, TERMINAL, SagaFold, SagaState, apply_event, ready_at
+from sagalog.storage import Journal, Schedule, Snapshot, Touch, check_stream_id, encode_value
 
 from sagalog.clock import SYSTEM_CLOCK, Clock
 from sagalog.errors import (
@@ -88,7 +87,6 @@ from sagalog.errors import (
 
 _COMMIT_TRIES = 8
 _IN_USE_TYPE = "sagalog.errors.ChildWorkflowAlreadyStartedError"
-_APPENDED_KEPT = 4096
 _OUTCOMES = (StepCompleted, StepFailed, CompensationCompleted, CompensationFailed)
 
 
@@ -176,12 +174,6 @@ class Runner:
         """Advances that replayed the instance from the journal."""
         self.steps_run = 0
         """Step and compensation attempts run to an outcome."""
-        self.appended: deque[int] = deque(maxlen=_APPENDED_KEPT)
-        """Positions of the events this runner's commits appended, newest last (bounded):
-        a worker skips the wake-ups they cause (see :meth:`Worker._watch`)."""
-        self.appending = 0
-        """Commits on their way to the journal now."""
-        self._returned = anyio.Event()
         self._fold = SagaFold()
         self._locks: dict[str, anyio.Lock] = {}
         self._inflight: dict[str, dict[int, anyio.CancelScope]] = {}
@@ -270,11 +262,13 @@ class Runner:
 
     async def _await_result(self, instance_id: str) -> Any:
         current = instance_id
-        state, position = await self._state_and_position(current)
+        # Made before the first read: nothing appended after that read is missed.
+        watch = await self.journal.watch()
+        state = await self._current_state(current)
         while True:
             if state.continued_as is not None:
                 current = state.continued_as
-                state, position = await self._state_and_position(current)
+                state = await self._current_state(current)
                 continue
             match state.status:
                 case "completed":
@@ -285,11 +279,14 @@ class Runner:
                     raise WorkflowCancelledError(current, state.message)
                 case "parked":
                     raise WorkflowParkedError(current, state.parked_reason)
-            await self.journal.wait_for_notice(position, 1.0)
-            state, position = await self._catch_up(state, position)
+            stream = stream_id(current)
+            touches = await watch.next(1.0)
+            # A look a second at least, whatever the watch says: it is only a hint.
+            if not touches or any(_may_end(t, stream) for t in touches):
+                state = await self._catch_up(state)
 
-    async def _state_and_position(self, instance_id: str) -> tuple[SagaState, int]:
-        """The instance's state and the position of its last event.
+    async def _current_state(self, instance_id: str) -> SagaState:
+        """The instance's state now.
 
         A history shorter than a snapshot period is read and folded in one
         query; a longer one starts from its snapshot (see :meth:`describe`).
@@ -300,26 +297,13 @@ class Runner:
         if not first:
             raise NotFoundError(f"no workflow instance {instance_id!r}")
         if len(first) < limit:
-            return fold_events(self._fold, self._fold.initial(stream), first), first[-1].position
-        state = await self.describe(instance_id)
-        last = await self.journal.read_stream(stream, state.version, 1)
-        return state, last[0].position if last else first[-1].position
+            return fold_events(self._fold, self._fold.initial(stream), first)
+        return await self.describe(instance_id)
 
-    async def _catch_up(self, state: SagaState, position: int) -> tuple[SagaState, int]:
-        """Fold the events appended to the instance since ``position`` (one query per wake-up).
-
-        ``position`` is the last position looked at. When the instance has no new
-        events, the wake-up came from another stream: page past it in the global
-        order, so the next wait does not return at once for the same events.
-        """
-        stream = stream_id(state.instance_id)
-        tail = await self.journal.read_stream(stream, state.version + 1)
-        if tail:
-            return fold_events(self._fold, state, tail), max(position, tail[-1].position)
-        page = await self.journal.read_all(position, 1000)
-        # Events of this stream in the page were appended after the read above.
-        mine = [e for e in page if e.stream_id == stream and e.version > state.version]
-        return fold_events(self._fold, state, mine), page[-1].position if page else position
+    async def _catch_up(self, state: SagaState) -> SagaState:
+        """``state`` with the events appended to its instance since folded in (one query)."""
+        tail = await self.journal.read_stream(stream_id(state.instance_id), state.version + 1)
+        return fold_events(self._fold, state, tail)
 
     # -- signals, cancel, operators -----------------------------------------------
 
@@ -499,13 +483,6 @@ class Runner:
             return await self.describe(instance_id)
         except DecodingError:
             return first  # parked as undecodable: only the state seen on parking is readable
-
-    async def append_returned(self) -> bool:
-        """Wait until one of the commits on their way returns; False at once when none is."""
-        if not self.appending:
-            return False
-        await self._returned.wait()
-        return True
 
     async def preload(self, instance_ids: Sequence[str]) -> None:
         """Replay into the cache, reading them in one query, the instances not cached yet.
@@ -962,9 +939,8 @@ class Runner:
         pairs = [(base + i, event) for i, event in enumerate(events, 1)]
         state = _fold(live.state, pairs)
         input_meta = {**live.meta, **metadata} if metadata else live.meta
-        self.appending += 1
         try:
-            stored = await self.journal.append(
+            await self.journal.append(
                 stream_id(ex.instance_id),
                 base,
                 [
@@ -973,14 +949,9 @@ class Runner:
                 ],
                 schedule=Schedule(ready_at(state, now)),
             )
-            self.appended.extend(event.position for event in stored)
         except BaseException:
             self.cache.pop(ex.instance_id, None)  # its executor is ahead of the journal now
             raise
-        finally:
-            self.appending -= 1
-            returned, self._returned = self._returned, anyio.Event()
-            returned.set()
         self._observe_commit(live, state, decisions)
         for _ in range(takeovers):
             self.observer.takeover(live.workflow.name)
@@ -1130,3 +1101,10 @@ def _still_valid(ex: Executor, event: WorkflowEvent) -> bool:
         child = ex.children.get(event.seq)
         return child is None or not child.done
     return True
+
+
+def _may_end(touch: Touch, stream: str) -> bool:
+    """Whether a commit that ``touch`` tells of may have ended (or parked, ...) ``stream``."""
+    if touch.stream_id is not None and touch.stream_id != stream:
+        return False
+    return touch.types is None or not ENDING_TYPES.isdisjoint(touch.types)

@@ -33,7 +33,7 @@ from sagalog.engine.worker_leases import LeaseBook, Outage
 from sagalog.engine.worker_metrics import WorkerMetrics
 from sagalog.engine.worker_settings import WorkerSettings, validate
 from sagalog.engine.workflow import Registry
-from sagalog.storage import Backoff, Journal
+from sagalog.storage import Backoff, Journal, Watch
 
 from sagalog.clock import SYSTEM_CLOCK, Clock
 from sagalog.errors import ConcurrencyError, DatabaseError, OperationalError
@@ -41,8 +41,6 @@ from sagalog.errors import ConcurrencyError, DatabaseError, OperationalError
 log = logging.getLogger("sagalog.worker")
 
 _WATCH_BACKOFF = Backoff(attempts=0, initial=0.2, maximum=5.0)
-_OWN_ROUNDS = 8
-_OWN_WAIT = 0.05
 READY_TIMEOUT = 5.0
 """Seconds /readyz waits for the database before it answers 503."""
 
@@ -77,33 +75,6 @@ class StreamHandler(Protocol):
     async def prepare(self, stream_ids: Sequence[str]) -> None:
         """Get ready to advance these freshly claimed streams (e.g. read them all in one query)."""
         ...
-
-    def own_positions(self) -> list[int]:
-        """Positions of events the handler appended since the last call (may leave some out)."""
-        ...
-
-    async def append_returned(self) -> bool:
-        """Wait until one of the handler's appends on its way returns; False at once if none is."""
-        ...
-
-
-async def head_position(journal: Journal) -> int:
-    """The position of the namespace's newest event (0 when it has none).
-
-    The journal has no "head position" query, and reading every event to find
-    the end would take long on a big journal: gallop forward with one-row
-    reads (an index lookup each), then narrow down; about 2 log2(head) reads.
-    """
-    last, step = 0, 1024
-    while True:
-        beyond = await journal.read_all(last + step, 1)
-        if beyond:
-            last, step = beyond[0].position, step * 2
-            continue
-        nearer = await journal.read_all(last, 1)
-        if not nearer:
-            return last
-        last, step = nearer[0].position, max(1, step // 2)
 
 
 class Worker:
@@ -148,9 +119,7 @@ class Worker:
         self._draining = False
         self._stopped = False
         self._root: anyio.CancelScope | None = None
-        self._seen = -1
-        self._own: set[int] = set()
-        """Positions past ``_seen`` appended by this worker's handler (see :meth:`_skip_own`)."""
+        self._watching: Watch | None = None
         self._listening = anyio.Event()
         """Set while the claim loop waits for work: the watcher looks for events only then."""
 
@@ -263,9 +232,9 @@ class Worker:
                 continue
             want = min(free, settings.claim_batch)
             try:
-                if self._seen < 0:
+                if self._watching is None:
                     # Before the first claim, so nothing appended after it is missed.
-                    self._seen = await head_position(self._journal)
+                    self._watching = await self._journal.watch()
                 await self._flush_releases()
                 claims = await self._journal.claim(self.owner, settings.lease_seconds, want)
             except OperationalError as exc:
@@ -374,15 +343,17 @@ class Worker:
 
         One long-lived task rather than a wait raced against a timer on every
         sleep: a database wait is never cancelled half-way (that costs the
-        pool its connection), and while every slot is busy, or the worker is
-        working through claims, nobody reads the events this worker appends.
+        pool its connection). Our own commits (events whose ``worker`` is our
+        id) are skipped: the instances they belong to are ours already, and
+        claiming after each would cost a claim round per step for nothing.
         """
         failures = 0
         while True:
-            await self._listening.wait()  # the claim loop sets it only once _seen is known
+            await self._listening.wait()  # the claim loop sets it only once the watch exists
+            assert self._watching is not None
             try:
-                woken = await self._journal.wait_for_notice(self._seen, self.settings.poll_seconds)
-                if woken and not await self._skipped_own() and await self._foreign_events():
+                touches = await self._watching.next(self.settings.poll_seconds)
+                if any(t.worker != self.owner for t in touches):
                     self._notify()
             except OperationalError:
                 # The claim loop meets the outage too and reports it; just back off.
@@ -390,50 +361,6 @@ class Worker:
                 await anyio.sleep(_WATCH_BACKOFF.delay(failures))
             else:
                 failures = 0
-
-    async def _skipped_own(self) -> bool:
-        """:meth:`_skip_own`, giving our commits a few rounds of the event loop to finish first.
-
-        The notification of our own commit, or a look that finds its events,
-        races the commit's result (which carries the positions): while one of
-        our commits is on its way, waiting for it to return costs far less
-        than the query that reading the events back would.
-        """
-        for _ in range(_OWN_ROUNDS):
-            if self._skip_own():
-                return True
-            with anyio.move_on_after(_OWN_WAIT):
-                if not await self._handler.append_returned():
-                    return False  # nothing of ours on the way: the events are someone else's
-        return self._skip_own()
-
-    def _skip_own(self) -> bool:
-        """Move ``_seen`` over the events this worker appended itself, without reading them.
-
-        True when it moved: the next wait then looks only past our own events
-        (a foreign one among them leaves a gap, and is read as usual). Each of
-        our commits wakes the watcher; this saves the read of what it wrote.
-        """
-        start = self._seen
-        self._own.update(p for p in self._handler.own_positions() if p > start)
-        while self._seen + 1 in self._own:
-            self._seen += 1
-            self._own.discard(self._seen)
-        return self._seen > start
-
-    async def _foreign_events(self) -> bool:
-        """Read past ``_seen``: True when an event may have made work (not only our own appends).
-
-        Our own appends (metadata ``worker`` is our id) wake every waiter on
-        the journal; claiming after each of them would cost a claim round per
-        step for nothing, since the instances they belong to are ours already.
-        """
-        events = await self._journal.read_all(self._seen, 1000)
-        if not events:
-            return False
-        self._seen = events[-1].position
-        self._own = {p for p in self._own if p > self._seen}
-        return len(events) == 1000 or any(e.metadata.get("worker") != self.owner for e in events)
 
     async def _pause(self, seconds: float, changed: anyio.Event) -> None:
         """Wait ``seconds`` (after a database failure) or until ``changed`` (e.g. shutdown)."""

@@ -70,17 +70,6 @@ class RunnerHandler:
         """The Runner's sticky-cache (hits, misses)."""
         return self.runner.cache_hits, self.runner.cache_misses
 
-    def own_positions(self) -> list[int]:
-        """Positions the Runner's commits appended since the last call."""
-        appended = self.runner.appended
-        positions = list(appended)
-        appended.clear()
-        return positions
-
-    async def append_returned(self) -> bool:
-        """Wait for a Runner commit on its way to return; False at once if none is."""
-        return await self.runner.append_returned()
-
     async def prepare(self, stream_ids: Sequence[str]) -> None:
         """Replay the claimed workflow instances not cached yet, reading them in one query."""
         ids = [s.removeprefix(WORKFLOW_PREFIX) for s in stream_ids if s.startswith(WORKFLOW_PREFIX)]

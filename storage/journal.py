@@ -27,6 +27,7 @@ from sagalog.storage.records import (
     WorkItem,
 )
 from sagalog.storage.retry import Backoff, retry_transient
+from sagalog.storage.watch import ReadWatch, Watch, head_position
 
 from sagalog.clock import SYSTEM_CLOCK, Clock
 from sagalog.errors import (
@@ -420,17 +421,16 @@ class Journal:
             found.setdefault(event.stream_id, []).append(self._decoded(event))
         return found
 
-    async def wait_for_notice(self, after_position: int, timeout: float) -> bool:
-        """Like :meth:`wait_for_new`, but True may also mean only "something was appended".
+    async def watch(self) -> Watch:
+        """A :class:`~sagalog.storage.watch.Watch` of this namespace: what commits touch from now on.
 
-        On PostgreSQL a notification (an append anywhere in the store) ends
-        the wait without a query to check it; elsewhere this is
-        :meth:`wait_for_new`. For callers that read what changed next anyway
-        (a worker looking for work, a client awaiting a result): it saves a
-        query per wake-up. False only on timeout.
+        On PostgreSQL it reads the notifications' payloads (no query per
+        commit); elsewhere it reads the new events. For waiters that need to
+        know whose commit it was (a worker skips its own) or which stream it
+        touched (a client awaiting one instance).
         """
-        recorder = self._shared.recorder
-        notice = getattr(recorder, "wait_for_notice", None)
-        if notice is None:
-            return await recorder.wait_for_new(self.namespace, after_position, timeout)
-        return bool(await notice(self.namespace, after_position, timeout))
+        native = getattr(self._shared.recorder, "watch", None)
+        if native is not None:
+            watch: Watch = await native(self.namespace)
+            return watch
+        return ReadWatch(self, await head_position(self))

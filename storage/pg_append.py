@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 from psycopg import pq
 from psycopg.adapt import AdaptersMap, Dumper
+from sagalog.storage.notices import encode_notice
 from sagalog.storage.recorder import AppendOutcome, AppendRequest
 from sagalog.storage.records import ANY_VERSION, Event
 
@@ -35,11 +36,12 @@ _json = msgspec.json.Encoder()
 # transaction at a time, readers are never blocked, and group commit makes
 # the serialisation cheap (pyeventsourcing does the same). See
 # https://www.postgresql.org/docs/current/explicit-locking.html#LOCKING-TABLES
-# The batch travels as typed arrays in binary (%b), one per column.
+# The batch travels as typed arrays in binary (%b), one per column; the
+# last two arguments are the NOTIFY channel and payload (sql/003_notices.sql).
 APPEND = """
 SELECT previous, positions FROM sagalog_append_batch(
     %b::text[], %b::text[], %b::integer[], %b::timestamptz[], %b::integer[], %b::integer[],
-    %b::integer[], %b::integer[], %b::timestamptz[], %b::text[], %b::bytea[], %b::text[], %b)"""
+    %b::integer[], %b::integer[], %b::timestamptz[], %b::text[], %b::bytea[], %b::text[], %b, %b)"""
 
 # A batch of one request (the usual case when appenders are few) is one
 # prepared statement instead, chosen among the texts below by the shape of the
@@ -69,7 +71,8 @@ SELECT previous, positions FROM sagalog_append_batch(
 # * The work-index change reads the `inserted` CTE, so it happens only when
 #   events were written, after the advisory lock (the lock order of
 #   sql/001_journal.sql). pg_notify runs per returned row (PostgreSQL sends
-#   one notification per transaction for identical ones).
+#   one notification per transaction for identical ones), with the payload
+#   of sagalog.storage.notices.
 # * The version read goes no further back than a bound ($6): the expected
 #   version, or for ANY_VERSION the version this process last wrote to the
 #   stream (see Heads). A B-tree scan reads every entry of the stream on the
@@ -80,9 +83,9 @@ SELECT previous, positions FROM sagalog_append_batch(
 #   either is right (the stream is empty) or collides on version 1.
 # Parameters (native placeholders, see append_one_statement): $1 namespace,
 # $2 stream, $3 recorded_at, $4 expected version, $5 NOTIFY channel, $6 the
-# bound; then the event ($7 type, $8 payload, $9 metadata) or the events ($7,
-# a JSON array of [type, payload (base64), metadata]); last, ready_at when the
-# work index is set.
+# bound, $7 the NOTIFY payload; then the event ($8 type, $9 payload, $10
+# metadata) or the events ($8, a JSON array of [type, payload (base64),
+# metadata]); last, ready_at when the work index is set.
 _CURRENT = """(SELECT coalesce((SELECT version FROM events WHERE namespace = $1 AND stream_id = $2
                                     AND version >= $6::integer
                            ORDER BY version DESC LIMIT 1), 0) AS v) c"""
@@ -90,13 +93,13 @@ _GUARD = """$4::integer IN (-1, c.v)
    AND pg_advisory_xact_lock(610774892, 'events'::regclass::oid::integer) IS NOT NULL"""
 _INSERT_ONE = f"""
 INSERT INTO events (namespace, stream_id, version, type, payload, metadata, recorded_at)
-SELECT $1, $2, c.v + 1, $7, $8, $9::jsonb, $3
+SELECT $1, $2, c.v + 1, $8, $9, $10::jsonb, $3
   FROM {_CURRENT}
  WHERE {_GUARD}"""
 _INSERT_MANY = f"""
 INSERT INTO events (namespace, stream_id, version, type, payload, metadata, recorded_at)
 SELECT $1, $2, c.v + j.o::integer, j.e->>0, decode(j.e->>1, 'base64'), j.e->2, $3
-  FROM {_CURRENT}, jsonb_array_elements($7::jsonb) WITH ORDINALITY AS j(e, o)
+  FROM {_CURRENT}, jsonb_array_elements($8::jsonb) WITH ORDINALITY AS j(e, o)
  WHERE {_GUARD}
  ORDER BY j.o"""
 _SCHEDULE = """
@@ -108,7 +111,7 @@ _UNSCHEDULE = """
 unscheduled AS (
     DELETE FROM work_index
      WHERE namespace = $1 AND stream_id = $2 AND EXISTS (SELECT FROM inserted))"""
-_RETURNING = "position, version, pg_notify($5, '') IS NULL"
+_RETURNING = "position, version, pg_notify($5, $7) IS NULL"
 
 
 def _append_one_text(insert: str, work: str | None) -> str:
@@ -121,7 +124,7 @@ def _append_one_text(insert: str, work: str | None) -> str:
 
 
 APPEND_ONE = {
-    (many, kind): _append_one_text(insert, work and work.replace("{ready}", "8" if many else "10"))
+    (many, kind): _append_one_text(insert, work and work.replace("{ready}", "9" if many else "11"))
     for many, insert in ((False, _INSERT_ONE), (True, _INSERT_MANY))
     for kind, work in ((0, None), (1, _SCHEDULE), (2, _UNSCHEDULE))
 }
@@ -275,7 +278,23 @@ def append_arguments(
         [e.payload for e in events],
         [encode(e.metadata).decode() for e in events],
         channel,
+        notice(requests),
     )
+
+
+LISTED = 48
+"""Requests a commit's notice lists stream by stream at most (beyond, namespaces only)."""
+
+
+def notice(requests: Sequence[AppendRequest]) -> str:
+    """The NOTIFY payload of a commit of ``requests`` (see :mod:`sagalog.storage.notices`).
+
+    A big batch would not fit one notification stream by stream anyway: it
+    is told by namespace and worker without building the long list first.
+    """
+    if len(requests) <= LISTED:
+        return encode_notice([(r.namespace, r.stream_id, r.events) for r in requests])
+    return encode_notice([(r.namespace, None, r.events) for r in requests])
 
 
 def calls(
@@ -312,6 +331,7 @@ def append_one_statement(
         expected,
         channel,
         heads.get((request.namespace, request.stream_id), 0) if expected == ANY_VERSION else expected,
+        encode_notice([(request.namespace, request.stream_id, events)]),
     )
     params: tuple[Any, ...]
     if len(events) == 1:

@@ -40,7 +40,7 @@ from sagalog.storage.pg_append import (
     one_outcome,
     register_dumpers,
 )
-from sagalog.storage.pg_listen import Waker
+from sagalog.storage.pg_listen import NoticeWatch, Waker
 from sagalog.storage.recorder import AppendOutcome, AppendRequest
 from sagalog.storage.records import (
     ANY_VERSION,
@@ -521,22 +521,10 @@ class PostgresRecorder:
         )
         return await self._events(query, (namespace, list(stream_ids)))
 
-    async def wait_for_notice(self, namespace: str, after_position: int, timeout: float) -> bool:
-        """Like :meth:`wait_for_new`, but a notification ends the wait unchecked (True).
-
-        For callers that read what changed right after waking anyway: the
-        look after each notification would only repeat theirs. Looks again
-        only when the listen connection polls (no notification came).
-        """
-        with anyio.move_on_after(timeout):
-            while True:
-                seen = self._waker.generation()
-                if await self._one(HAS_AFTER, (namespace, after_position)):
-                    return True
-                await self._waker.wait(seen)
-                if seen.is_set():
-                    return True
-        return False
+    async def watch(self, namespace: str) -> NoticeWatch:
+        """A watch of ``namespace`` that reads the notifications' payloads (see ``Journal.watch``)."""
+        await self._waker.listen()
+        return NoticeWatch(self._waker, namespace)
 
 
 async def _configure(conn: Conn) -> None:

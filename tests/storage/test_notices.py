@@ -1,0 +1,189 @@
+"""Notices and watches: what a commit touched, told without a query on PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import anyio
+import psycopg
+import pytest
+from sagalog.storage import NO_STREAM, UNKNOWN, AppendRequest, Journal, NewEvent, Touch, connect
+from sagalog.storage.notices import MAX_PAYLOAD, NoticeLog, decode_notice, encode_notice
+from sagalog.storage.pg_append import LISTED
+from sagalog.storage.watch import head_position
+
+pytestmark = pytest.mark.anyio
+
+
+def ev(type_: str, worker: str | None = "w1") -> NewEvent:
+    return NewEvent(type_, b"x", {} if worker is None else {"worker": worker})
+
+
+# -- the payload -----------------------------------------------------------------
+
+
+def test_a_notice_lists_each_stream_with_its_types_and_worker() -> None:
+    payload = encode_notice([
+        ("ns", "wf-a", [ev("StepStarted"), ev("StepCompleted")]),
+        ("other", "wf-b", [ev("WorkflowStarted", None)]),
+    ])
+    assert decode_notice(payload) == [
+        Touch("ns", "wf-a", ("StepStarted", "StepCompleted"), "w1"),
+        Touch("other", "wf-b", ("WorkflowStarted",), ""),
+    ]
+
+
+def test_events_of_different_workers_leave_the_worker_unknown() -> None:
+    [touch] = decode_notice(encode_notice([("ns", "wf-a", [ev("A", "w1"), ev("B", "w2")])]))
+    assert touch.worker is None
+
+
+def test_a_commit_too_big_to_list_tells_namespaces_and_workers_only() -> None:
+    many = [("ns", f"wf-{i:04d}-" + "x" * 150, [ev("StepStarted")]) for i in range(100)]
+    payload = encode_notice([*many, ("ns2", "wf-y", [ev("A", "w2")])])
+    assert len(payload) <= MAX_PAYLOAD
+    assert decode_notice(payload) == [Touch("ns", None, None, "w1"), Touch("ns2", None, None, "w2")]
+
+
+def test_a_commit_too_big_even_for_that_says_nothing() -> None:
+    many = [(f"ns{i}-" + "n" * 150, "wf-a", [ev("A", f"w{i}")]) for i in range(100)]
+    assert encode_notice(many) == ""
+    assert decode_notice("") == [UNKNOWN]
+
+
+@pytest.mark.parametrize("payload", ["", "not json", "{}", "[]", '[["ns"]]'])
+def test_a_payload_that_says_nothing_usable_is_unknown(payload: str) -> None:
+    """The previous version's empty payloads included: listeners then look for themselves."""
+    assert decode_notice(payload) == [UNKNOWN]
+
+
+def test_may_be_matches_unknown_fields() -> None:
+    assert Touch("ns", "wf-a", ("A",), "w").may_be("ns", "wf-a")
+    assert not Touch("ns", "wf-a", ("A",), "w").may_be("ns", "wf-b")
+    assert not Touch("ns", "wf-a", ("A",), "w").may_be("other")
+    assert Touch("ns", None, None, "w").may_be("ns", "wf-b")
+    assert UNKNOWN.may_be("anything", "wf-z")
+
+
+# -- the log ---------------------------------------------------------------------
+
+
+def test_the_log_pages_from_a_number_and_says_when_some_are_gone() -> None:
+    log = NoticeLog(keep=3)
+    start = log.end
+    touches = [Touch("ns", f"s{i}", ("E",), "w") for i in range(5)]
+    for touch in touches[:2]:
+        log.add([touch])
+    assert log.since(start) == touches[:2]
+    assert log.since(log.end) == []
+    for touch in touches[2:]:
+        log.add([touch])
+    assert log.since(start) == [UNKNOWN, *touches[2:]]  # the first two were dropped
+    assert log.since(start + 3) == touches[3:]
+
+
+# -- watches on every backend ------------------------------------------------------
+
+
+async def test_a_watch_tells_another_connections_append(journal: Journal, peer: Journal) -> None:
+    watch = await journal.watch()
+    await peer.append("wf-a", NO_STREAM, [ev("StepStarted"), ev("StepCompleted")])
+    with anyio.fail_after(10):
+        touches = await watch.next(5)
+    assert any(t.may_be(journal.namespace, "wf-a") for t in touches)
+    named = [t for t in touches if t.stream_id == "wf-a"]
+    assert named, touches
+    assert all(t.worker == "w1" for t in named)
+    assert {ty for t in named for ty in t.types or ()} == {"StepStarted", "StepCompleted"}
+
+
+async def test_a_watch_tells_each_stream_of_a_group_commit(journal: Journal, peer: Journal) -> None:
+    watch = await journal.watch()
+    now = datetime.now(UTC)
+    requests = [
+        AppendRequest(peer.namespace, f"wf-{i}", NO_STREAM, (ev("WorkflowStarted", ""),), now)
+        for i in range(3)
+    ]
+    await peer.recorder.append_batch(requests)
+    seen: set[str | None] = set()
+    with anyio.fail_after(10):
+        while not {"wf-0", "wf-1", "wf-2"} <= seen:
+            seen |= {t.stream_id for t in await watch.next(5)}
+
+
+async def test_a_watch_without_appends_times_out_empty(journal: Journal) -> None:
+    watch = await journal.watch()
+    assert await watch.next(0.2) == []
+
+
+async def test_a_watch_ignores_other_namespaces(journal: Journal, peer: Journal) -> None:
+    await journal.create_namespace("elsewhere")
+    other = await peer.in_namespace("elsewhere")
+    watch = await journal.watch()
+    await other.append("wf-x", NO_STREAM, [ev("A")])
+    assert await watch.next(0.5) == []
+    await peer.append("wf-y", NO_STREAM, [ev("B")])
+    with anyio.fail_after(10):
+        touches = await watch.next(5)
+    assert [t.stream_id for t in touches if t.stream_id is not None] == ["wf-y"]
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 1023, 1024, 1025, 5000])
+async def test_head_position_finds_the_newest_event(count: int) -> None:
+    journal = await connect("memory://")
+    if count:
+        await journal.append("wf-x", NO_STREAM, [NewEvent("E", b"")] * count)
+    assert await head_position(journal) == count
+
+
+# -- PostgreSQL specifics ------------------------------------------------------------
+
+
+async def test_a_big_group_commit_is_told_by_namespace_and_worker(pg_url: str) -> None:
+    journal, writer = await connect(pg_url), await connect(pg_url)
+    try:
+        watch = await journal.watch()
+        now = datetime.now(UTC)
+        requests = [
+            AppendRequest(writer.namespace, f"wf-{i}", NO_STREAM, (ev("WorkflowStarted", "w9"),), now)
+            for i in range(LISTED + 1)
+        ]
+        await writer.recorder.append_batch(requests)
+        with anyio.fail_after(10):
+            touches = await watch.next(5)
+        assert touches == [Touch(journal.namespace, None, None, "w9")]
+    finally:
+        await journal.close()
+        await writer.close()
+
+
+async def test_a_notification_without_payload_is_unknown(pg_url: str) -> None:
+    """What a client of the previous version (or the slower append path) sends."""
+    journal = await connect(pg_url)
+    try:
+        watch = await journal.watch()
+        channel = journal.recorder._channel  # type: ignore[attr-defined]
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            await conn.execute("SELECT pg_notify(%s, '')", (channel,))
+        with anyio.fail_after(10):
+            assert await watch.next(5) == [UNKNOWN]
+    finally:
+        await journal.close()
+
+
+async def test_a_lost_listen_connection_makes_the_watch_say_unknown(pg_url: str) -> None:
+    """Notifications sent while nobody listens are lost: the watch must not stay silent."""
+    journal = await connect(pg_url)
+    try:
+        watch = await journal.watch()
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE query LIKE 'LISTEN %%' AND datname = current_database()"
+            )
+        with anyio.fail_after(15):
+            touches: list[Touch] = []
+            while UNKNOWN not in touches:
+                touches = await watch.next(5)
+    finally:
+        await journal.close()
