@@ -70,7 +70,15 @@ from sagalog.replay.events import (
 from sagalog.replay.executor import Executor, StepTask, default_decode
 from sagalog.replay.folding import fold_events, load_state
 from sagalog.replay.saga import ENDING_TYPES, TERMINAL, SagaFold, SagaState, apply_event, ready_at
-from sagalog.storage import Journal, Schedule, Snapshot, Touch, check_stream_id, encode_value
+from sagalog.storage import (
+    Event,
+    Journal,
+    Schedule,
+    Snapshot,
+    Touch,
+    check_stream_id,
+    encode_value,
+)
 
 from sagalog.clock import SYSTEM_CLOCK, Clock
 from sagalog.errors import (
@@ -497,9 +505,18 @@ class Runner:
         if len(missing) < 2:
             return  # one query either way
         found = await self.journal.read_streams([stream_id(i) for i in missing])
-        for instance_id in missing:
-            stored = found.get(stream_id(instance_id))
+        await self.adopt({i: found.get(stream_id(i), []) for i in missing})
+
+    async def adopt(self, histories: Mapping[str, Sequence[Event]], limit: int | None = None) -> None:
+        """Replay into the cache instances whose events were just read (see :meth:`preload`).
+
+        ``limit``: the histories were read up to that many events, so one that
+        long may be cut short and is left to :meth:`advance`.
+        """
+        for instance_id, stored in histories.items():
             if not stored or instance_id in self.cache:
+                continue
+            if limit is not None and len(stored) >= limit:
                 continue
             if self.snapshot_every and len(stored) >= self.snapshot_every:
                 continue  # long histories load through their snapshot in advance()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol
 
 import anyio
@@ -33,7 +34,7 @@ from sagalog.engine.worker_leases import LeaseBook, Outage
 from sagalog.engine.worker_metrics import WorkerMetrics
 from sagalog.engine.worker_settings import WorkerSettings, validate
 from sagalog.engine.workflow import Registry
-from sagalog.storage import Backoff, Journal, Watch
+from sagalog.storage import Backoff, Claim, Journal, Watch
 
 from sagalog.clock import SYSTEM_CLOCK, Clock
 from sagalog.errors import ConcurrencyError, DatabaseError, OperationalError
@@ -72,8 +73,13 @@ class StreamHandler(Protocol):
         """(hits, misses) of the handler's sticky cache so far."""
         ...
 
-    async def prepare(self, stream_ids: Sequence[str]) -> None:
-        """Get ready to advance these freshly claimed streams (e.g. read them all in one query)."""
+    @property
+    def prefetch(self) -> int:
+        """Events of each claimed stream the worker should read with the claim (0: none)."""
+        ...
+
+    async def prepare(self, claims: Sequence[Claim]) -> None:
+        """Get ready to advance these freshly claimed streams (e.g. replay what the claim read)."""
         ...
 
 
@@ -236,12 +242,14 @@ class Worker:
                     # Before the first claim, so nothing appended after it is missed.
                     self._watching = await self._journal.watch()
                 await self._flush_releases()
-                claims = await self._journal.claim(self.owner, settings.lease_seconds, want)
+                claims, next_due = await self._journal.claim_next(
+                    self.owner, settings.lease_seconds, want, read=self._handler.prefetch
+                )
             except OperationalError as exc:
                 await self._pause(self.outage.failed(exc), changed)
                 continue
             self.outage.recovered()
-            await self._prepare([c.stream_id for c in claims if c.stream_id not in self.leases])
+            await self._prepare([c for c in claims if c.stream_id not in self.leases])
             for claim in claims:
                 if claim.stream_id in self.leases:
                     continue  # our own lease ran out while working and we got it again
@@ -249,20 +257,20 @@ class Worker:
                 scope = self.leases.take(claim.stream_id)
                 work.start_soon(self._advance, claim.stream_id, scope, name=claim.stream_id)
             if len(claims) < want:
-                await self._wait_for_work(changed)
+                await self._wait_for_work(changed, self._timeout(next_due))
 
-    async def _prepare(self, stream_ids: list[str]) -> None:
+    async def _prepare(self, claims: list[Claim]) -> None:
         """Let the handler prefetch a claimed batch; a failure only loses the shortcut."""
-        if not stream_ids:
+        if not claims:
             return
         try:
-            await self._handler.prepare(stream_ids)
+            await self._handler.prepare(claims)
         except OperationalError as exc:
-            log.debug("prefetching %d claimed stream(s) failed: %s", len(stream_ids), exc)
+            log.debug("prefetching %d claimed stream(s) failed: %s", len(claims), exc)
         except Exception:
             # Only a shortcut: each advance loads its stream itself and reports
             # what is wrong with it there, so a bug here must not stop claiming.
-            log.warning("prefetching %d claimed stream(s) failed", len(stream_ids), exc_info=True)
+            log.warning("prefetching %d claimed stream(s) failed", len(claims), exc_info=True)
 
     async def _drain(self, work: anyio.abc.TaskGroup) -> None:
         with anyio.move_on_after(self.settings.grace_seconds):
@@ -299,14 +307,9 @@ class Worker:
 
     # -- waiting -------------------------------------------------------------
 
-    async def _wait_for_work(self, changed: anyio.Event) -> None:
+    async def _wait_for_work(self, changed: anyio.Event, timeout: float) -> None:
         """Sleep until work may be ready: ``changed`` (set by the watcher on others'
-        events, a freed slot or a shutdown), a due timer, or the poll."""
-        try:
-            timeout = await self._timeout()
-        except OperationalError as exc:
-            await self._pause(self.outage.failed(exc), changed)
-            return
+        events, a freed slot or a shutdown), a due timer (``timeout`` seconds), or the poll."""
         listening = self._listening
         listening.set()
         try:
@@ -328,15 +331,17 @@ class Worker:
         finally:
             self._listening = anyio.Event()
 
-    async def _timeout(self) -> float:
+    def _timeout(self, next_due: datetime | None) -> float:
+        """Seconds to sleep at most: until the next due row (as the claim saw it), or the poll.
+
+        A due row that we could not claim is leased by someone; only expiry
+        frees it, so the poll looks for that rather than spin (the claim
+        tells only rows due after it).
+        """
         poll = self.settings.poll_seconds
-        due = await self._journal.next_ready_at()
-        if due is None:
+        if next_due is None:
             return poll
-        # A due row that we could not claim is leased by someone; only expiry
-        # frees it, so poll for that rather than spin.
-        until_due = (due - self._clock.now()).total_seconds()
-        return min(poll, until_due) if until_due > 0 else poll
+        return max(0.0, min(poll, (next_due - self._clock.now()).total_seconds()))
 
     async def _watch(self) -> None:
         """Wake the claim loop when others append events, while it waits for work.

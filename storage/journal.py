@@ -11,6 +11,7 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 
+import msgspec
 from sagalog.storage.codec import IdentityCodec, PayloadCodec
 from sagalog.storage.group_commit import CommitObserver, GroupCommitter
 from sagalog.storage.recorder import AppendOutcome, AppendRequest, Recorder
@@ -34,6 +35,7 @@ from sagalog.errors import (
     ConcurrencyError,
     InvalidEventError,
     NotFoundError,
+    OperationalError,
     PayloadTooLargeError,
     UnknownNamespaceError,
 )
@@ -347,11 +349,64 @@ class Journal:
     # -- the work index (derived; see Schedule) ----------------------------
 
     @retry_transient
-    async def claim(self, owner: str, lease_seconds: float, limit: int = 10) -> list[Claim]:
-        """Lease up to ``limit`` ready streams for ``lease_seconds``."""
+    async def claim(
+        self, owner: str, lease_seconds: float, limit: int = 10, *, read: int = 0
+    ) -> list[Claim]:
+        """Lease up to ``limit`` ready streams for ``lease_seconds``.
+
+        ``read``: also read the first ``read`` events of each claimed stream
+        (``Claim.events``); on PostgreSQL in the claim's own query, as of its
+        snapshot (a later append is newer than what was read, so an append
+        that expects the version read fails, as it should).
+        """
+        if read <= 0:
+            now = self._shared.clock.now()
+            until = now + timedelta(seconds=lease_seconds)
+            return await self._shared.recorder.claim(self.namespace, owner, now, until, limit)
+        claims, _ = await self._claim(owner, lease_seconds, limit, read, due=False)
+        return claims
+
+    @retry_transient
+    async def claim_next(
+        self, owner: str, lease_seconds: float, limit: int = 10, *, read: int = 0
+    ) -> tuple[list[Claim], datetime | None]:
+        """:meth:`claim`, and the earliest ``ready_at`` still in the future (None: none).
+
+        For a worker: what to work on now, and when to look again at the
+        latest (one query on PostgreSQL, with the reads).
+        """
+        return await self._claim(owner, lease_seconds, limit, read, due=True)
+
+    async def _claim(
+        self, owner: str, lease_seconds: float, limit: int, read: int, *, due: bool
+    ) -> tuple[list[Claim], datetime | None]:
         now = self._shared.clock.now()
         until = now + timedelta(seconds=lease_seconds)
-        return await self._shared.recorder.claim(self.namespace, owner, now, until, limit)
+        recorder = self._shared.recorder
+        native = getattr(recorder, "claim_next", None)
+        if native is not None:
+            claims, next_due = await native(self.namespace, owner, now, until, limit, read)
+            if not self._shared.identity and read > 0:
+                claims = [
+                    msgspec.structs.replace(c, events=tuple(self._decoded(e) for e in c.events or ()))
+                    for c in claims
+                ]
+            return claims, next_due
+        claims = await recorder.claim(self.namespace, owner, now, until, limit)
+        if claims and read > 0:
+            claims = await self._read_claimed(claims, read)
+        if not due:
+            return claims, None
+        return claims, await recorder.next_ready_at(self.namespace, now)
+
+    async def _read_claimed(self, claims: list[Claim], read: int) -> list[Claim]:
+        try:
+            found = await self.read_streams([c.stream_id for c in claims])
+        except OperationalError:
+            return claims  # the leases are taken: hand them over unread rather than lose them
+        return [
+            msgspec.structs.replace(c, events=tuple(found.get(c.stream_id, ())[:read])) for c in claims
+        ]
 
     @retry_transient
     async def renew(self, owner: str, stream_ids: Sequence[str], lease_seconds: float) -> list[str]:

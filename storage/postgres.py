@@ -94,6 +94,32 @@ WHERE (%(since)s::timestamptz IS NULL OR l.recorded_at >= %(since)s)
 ORDER BY l.recorded_at DESC, s.stream_id DESC
 LIMIT %(limit)s OFFSET %(offset)s"""
 
+# The claim of `claim` (below), with each claimed stream's first events read
+# in the same statement (a worker replays what it claimed without another
+# round trip), and one more row, with a NULL stream id, whose second column
+# is the earliest ready_at still in the future: how long the worker may
+# sleep. The caller orders the rows.
+CLAIM_NEXT = f"""
+WITH ready AS (
+    SELECT stream_id FROM work_index
+    WHERE namespace = %(ns)s AND ready_at <= %(now)s
+      AND (lease_owner IS NULL OR lease_expires_at <= %(now)s)
+    ORDER BY ready_at, stream_id LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED),
+claimed AS (
+    UPDATE work_index w SET lease_owner = %(owner)s, lease_expires_at = %(until)s
+    FROM ready WHERE w.namespace = %(ns)s AND w.stream_id = ready.stream_id
+    RETURNING w.stream_id, w.ready_at)
+(SELECT c.stream_id, c.ready_at, {", ".join("e." + c for c in EVENT_COLUMNS.split(", "))}
+   FROM claimed c
+   LEFT JOIN LATERAL (
+       SELECT {EVENT_COLUMNS} FROM events
+        WHERE namespace = %(ns)s AND stream_id = c.stream_id
+        ORDER BY version LIMIT %(read)s) e ON true)
+UNION ALL
+SELECT NULL, (SELECT min(ready_at) FROM work_index WHERE namespace = %(ns)s AND ready_at > %(now)s),
+       {", ".join(["NULL"] * 8)}"""
+
 HAS_AFTER = "SELECT EXISTS (SELECT 1 FROM events WHERE namespace = %s AND position > %s)"
 
 
@@ -109,6 +135,10 @@ def describe(url: str) -> str:
 def utc(value: datetime) -> datetime:
     """A timestamptz from the driver, in UTC like the other backends return it."""
     return value.astimezone(UTC)
+
+
+def _version(event: Event) -> int:
+    return event.version
 
 
 def like_escape(text: str) -> str:
@@ -423,6 +453,35 @@ class PostgresRecorder:
         claims = [Claim(stream_id, utc(ready), owner, lease_until) for stream_id, ready in rows]
         return sorted(claims, key=lambda c: (c.ready_at, c.stream_id))
 
+    async def claim_next(
+        self, namespace: str, owner: str, now: datetime, lease_until: datetime, limit: int, read: int
+    ) -> tuple[list[Claim], datetime | None]:
+        """:meth:`claim`, the first ``read`` events of each claimed stream, and the next
+        ``ready_at`` after ``now`` in the namespace (None: none), in one query."""
+        params = {"ns": namespace, "now": now, "limit": limit, "owner": owner, "until": lease_until,
+                  "read": read}  # fmt: skip
+        with self._errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(binary=True)
+                await cur.execute(CLAIM_NEXT, params)
+                rows = await cur.fetchall()
+        next_due: datetime | None = None
+        claims: dict[str, tuple[datetime, list[Event]]] = {}
+        for stream_id, ready, *event in rows:
+            if stream_id is None:  # the row that says when the next stream is due
+                next_due = ready
+                continue
+            _, events = claims.setdefault(stream_id, (utc(ready), []))
+            if event[0] is not None:
+                events.append(to_event(event))
+        found = [
+            Claim(stream_id, ready, owner, lease_until,
+                  tuple(sorted(events, key=_version)) if read > 0 else None)
+            for stream_id, (ready, events) in claims.items()
+        ]  # fmt: skip
+        found.sort(key=lambda c: (c.ready_at, c.stream_id))
+        return found, None if next_due is None else utc(next_due)
+
     async def renew(
         self, namespace: str, owner: str, stream_ids: Sequence[str], lease_until: datetime
     ) -> list[str]:
@@ -453,10 +512,16 @@ class PostgresRecorder:
             {"ns": namespace, "owner": owner, "ids": list(stream_ids)},
         )
 
-    async def next_ready_at(self, namespace: str) -> datetime | None:
-        found = await self._one(
-            "SELECT min(ready_at) FROM work_index WHERE namespace = %s", (namespace,)
-        )
+    async def next_ready_at(self, namespace: str, after: datetime | None = None) -> datetime | None:
+        if after is None:
+            found = await self._one(
+                "SELECT min(ready_at) FROM work_index WHERE namespace = %s", (namespace,)
+            )
+        else:
+            found = await self._one(
+                "SELECT min(ready_at) FROM work_index WHERE namespace = %s AND ready_at > %s",
+                (namespace, after),
+            )
         return None if found is None else utc(found)
 
     async def clear_work_index(self, namespace: str) -> None:

@@ -126,8 +126,9 @@ class Recorder(Protocol):
         """Give up ``owner``'s leases so any worker may claim those streams at once."""
         ...
 
-    async def next_ready_at(self, namespace: str) -> datetime | None:
-        """The earliest ``ready_at`` in the work index (leased or not), or None."""
+    async def next_ready_at(self, namespace: str, after: datetime | None = None) -> datetime | None:
+        """The earliest ``ready_at`` in the work index (leased or not; later than ``after``
+        when given), or None."""
         ...
 
     async def clear_work_index(self, namespace: str) -> None:

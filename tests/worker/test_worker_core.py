@@ -17,7 +17,7 @@ import anyio
 import pytest
 from sagalog.engine.worker import Outcome, Worker
 from sagalog.engine.worker_settings import WorkerSettings
-from sagalog.storage import NO_STREAM, Journal, NewEvent, Schedule, connect, open_recorder
+from sagalog.storage import NO_STREAM, Claim, Journal, NewEvent, Schedule, connect, open_recorder
 
 from sagalog.clock import ManualClock
 from sagalog.errors import OperationalError
@@ -54,7 +54,9 @@ class Stepper:
     def cache_counts(self) -> tuple[int, int]:
         return (7, 3)
 
-    async def prepare(self, stream_ids: Sequence[str]) -> None:
+    prefetch = 0
+
+    async def prepare(self, claims: Sequence[Claim]) -> None:
         pass
 
 
