@@ -32,6 +32,7 @@ from sagalog.engine import logs
 from sagalog.engine.breaker import Breakers
 from sagalog.engine.instances import start_child, start_instance, start_next_run
 from sagalog.engine.observer import NULL_OBSERVER, Observer, outcome_of
+from sagalog.engine.results import await_result, describe
 from sagalog.engine.retry import DEFAULT_RETRY, RetryPolicy, resolve_policy
 from sagalog.engine.session_steps import register_session_steps
 from sagalog.engine.sessions import Sessions
@@ -68,14 +69,12 @@ from sagalog.replay.events import (
     stream_id,
 )
 from sagalog.replay.executor import Executor, StepTask, default_decode
-from sagalog.replay.folding import fold_events, load_state
-from sagalog.replay.saga import ENDING_TYPES, TERMINAL, SagaFold, SagaState, apply_event, ready_at
+from sagalog.replay.saga import TERMINAL, SagaFold, SagaState, apply_event, ready_at
 from sagalog.storage import (
     Event,
     Journal,
     Schedule,
     Snapshot,
-    Touch,
     check_stream_id,
     encode_value,
 )
@@ -87,10 +86,7 @@ from sagalog.errors import (
     NonDeterminismError,
     NotFoundError,
     UnknownWorkflowError,
-    WorkflowCancelledError,
     WorkflowError,
-    WorkflowFailedError,
-    WorkflowParkedError,
 )
 
 _COMMIT_TRIES = 8
@@ -243,10 +239,7 @@ class Runner:
         Raises:
             NotFoundError: there is no such instance.
         """
-        state, version = await load_state(self.journal, stream_id(instance_id), self._fold)
-        if version == 0:
-            raise NotFoundError(f"no workflow instance {instance_id!r}")
-        return state
+        return await describe(self.journal, self._fold, instance_id)
 
     async def result(self, instance_id: str, timeout: float | None = None) -> Any:
         """Wait until the instance ends and return its result (follows continue-as-new).
@@ -262,56 +255,11 @@ class Runner:
         """
         try:
             with anyio.fail_after(timeout):
-                return await self._await_result(instance_id)
+                return await await_result(self.journal, self._fold, instance_id, self.snapshot_every)
         except TimeoutError:
             raise TimeoutError(
                 f"workflow {instance_id!r} did not end within {timeout:g} seconds"
             ) from None
-
-    async def _await_result(self, instance_id: str) -> Any:
-        current = instance_id
-        # Made before the first read: nothing appended after that read is missed.
-        watch = await self.journal.watch()
-        state = await self._current_state(current)
-        while True:
-            if state.continued_as is not None:
-                current = state.continued_as
-                state = await self._current_state(current)
-                continue
-            match state.status:
-                case "completed":
-                    return default_decode("workflow", state.workflow, state.result or b"\xc0")
-                case "failed" | "compensated" | "compensation_failed":
-                    raise WorkflowFailedError(current, state.status, state.error_type, state.message)
-                case "cancelled":
-                    raise WorkflowCancelledError(current, state.message)
-                case "parked":
-                    raise WorkflowParkedError(current, state.parked_reason)
-            stream = stream_id(current)
-            touches = await watch.next(1.0)
-            # A look a second at least, whatever the watch says: it is only a hint.
-            if not touches or any(_may_end(t, stream) for t in touches):
-                state = await self._catch_up(state)
-
-    async def _current_state(self, instance_id: str) -> SagaState:
-        """The instance's state now.
-
-        A history shorter than a snapshot period is read and folded in one
-        query; a longer one starts from its snapshot (see :meth:`describe`).
-        """
-        stream = stream_id(instance_id)
-        limit = max(self.snapshot_every, 100)
-        first = await self.journal.read_stream(stream, 1, limit)
-        if not first:
-            raise NotFoundError(f"no workflow instance {instance_id!r}")
-        if len(first) < limit:
-            return fold_events(self._fold, self._fold.initial(stream), first)
-        return await self.describe(instance_id)
-
-    async def _catch_up(self, state: SagaState) -> SagaState:
-        """``state`` with the events appended to its instance since folded in (one query)."""
-        tail = await self.journal.read_stream(stream_id(state.instance_id), state.version + 1)
-        return fold_events(self._fold, state, tail)
 
     # -- signals, cancel, operators -----------------------------------------------
 
@@ -1119,9 +1067,3 @@ def _still_valid(ex: Executor, event: WorkflowEvent) -> bool:
         return child is None or not child.done
     return True
 
-
-def _may_end(touch: Touch, stream: str) -> bool:
-    """Whether a commit that ``touch`` tells of may have ended (or parked, ...) ``stream``."""
-    if touch.stream_id is not None and touch.stream_id != stream:
-        return False
-    return touch.types is None or not ENDING_TYPES.isdisjoint(touch.types)
