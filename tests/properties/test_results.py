@@ -34,7 +34,10 @@ def answered(state: SagaState) -> bool:
 
 
 # A compensation that fails for good leaves the saga compensation_failed (then an operator retries it).
-UNDO_FAILS = [Op("step", (StepSpec("a", ("ok",), ("fatal", "ok")),)), Op("step", (StepSpec("z", ("fatal",)),))]
+UNDO_FAILS = [
+    Op("step", (StepSpec("a", ("ok",), ("fatal", "ok")),)),
+    Op("step", (StepSpec("z", ("fatal",)),)),
+]
 
 
 @examples(3.0)
