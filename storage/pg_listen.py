@@ -69,7 +69,7 @@ class Waker:
             async with self._reading:
                 if seen.is_set():
                     return True
-                if await self._read_one():
+                if await self._read_some():
                     return True
                 await anyio.sleep(self.poll_interval)  # polling fallback
                 return False
@@ -82,19 +82,35 @@ class Waker:
         async with self._reading:
             await self._connection()
 
-    async def _read_one(self) -> bool:
-        """Block until one notification arrives; False when listening is impossible."""
+    async def _read_some(self) -> bool:
+        """Block until notifications arrive and record them all; False when listening is impossible.
+
+        Reads the connection's socket and libpq directly: psycopg's
+        ``notifies()`` costs a lock, two generators and two epoll changes per
+        notification (about 250 µs of CPU each, measured), and every commit
+        anywhere in the store sends one.
+        """
         conn = await self._connection()
         if conn is None:
             return False
+        pgconn = conn.pgconn
         try:
-            async for notify in conn.notifies(stop_after=1):
-                self.log.add(decode_notice(notify.payload))
-        except psycopg.Error as exc:
+            while not self._drain(pgconn):
+                await anyio.wait_readable(pgconn.socket)
+                pgconn.consume_input()
+        except (psycopg.Error, OSError) as exc:
             log.warning("LISTEN connection lost, polling instead: %s", exc)
             await self._discard()
             return False
         return True
+
+    def _drain(self, pgconn: psycopg.pq.abc.PGconn) -> bool:
+        """Record the notifications libpq holds; True when there was one at least."""
+        found = False
+        while (notify := pgconn.notifies()) is not None:
+            self.log.add(decode_notice(notify.extra.decode("utf-8", "replace")))
+            found = True
+        return found
 
     async def _connection(self) -> psycopg.AsyncConnection[object] | None:
         if self._conn is not None and not self._conn.closed:
