@@ -608,7 +608,8 @@ class Runner:
             lags = [(now - ex.timers[seq]).total_seconds() for seq in fired]
             pending += [TimerFired(seq) for seq in fired]
             pending += [SignalTimedOut(seq) for seq in ex.due_timeouts(now)]
-            started, decisions = await self._commit(live, pending, start=tg is not None)
+            # Quiet: this runner holds the instance and goes on with it; no other worker is woken.
+            started, decisions = await self._commit(live, pending, start=tg is not None, quiet=True)
             for lag in lags:  # counted once recorded (a conflict replays and fires them again)
                 self.observer.timer_fired(live.workflow.name, lag)
             decided += decisions
@@ -870,8 +871,10 @@ class Runner:
         *,
         start: bool,
         metadata: Mapping[str, str] | None = None,
+        quiet: bool = False,
     ) -> tuple[list[StepTask], list[WorkflowEvent]]:
-        """Append ``inputs``, the decisions they lead to and the attempts to start, as one batch."""
+        """Append ``inputs``, the decisions they lead to and the attempts to start, as one batch
+        (``quiet``: see ``Journal.append``)."""
         ex = live.executor
         now = self.clock.now()
         base = ex.version
@@ -913,6 +916,7 @@ class Runner:
                     for i, event in enumerate(events)
                 ],
                 schedule=Schedule(ready_at(state, now)),
+                quiet=quiet,
             )
         except BaseException:
             self.cache.pop(ex.instance_id, None)  # its executor is ahead of the journal now

@@ -240,7 +240,7 @@ class Worker:
             try:
                 if self._watching is None:
                     # Before the first claim, so nothing appended after it is missed.
-                    self._watching = await self._journal.watch()
+                    self._watching = await self._journal.watch(work=True)
                 await self._flush_releases()
                 claims, next_due = await self._journal.claim_next(
                     self.owner, settings.lease_seconds, want, read=self._handler.prefetch

@@ -212,6 +212,7 @@ class Journal:
         events: Sequence[NewEvent],
         *,
         schedule: Schedule | None = None,
+        quiet: bool = False,
     ) -> list[Event]:
         """Append ``events`` to a stream in one transaction.
 
@@ -222,6 +223,9 @@ class Journal:
             events: at least one event.
             schedule: when given, the stream's work-index row changes in the
                 same transaction (``ready_at=None`` removes it).
+            quiet: the append makes no work for anyone but the caller, who
+                holds the stream's lease and goes on with it: workers watching
+                for work (``watch(work=True)``) are not told of it.
 
         Returns:
             The stored events with their versions and positions.
@@ -239,7 +243,7 @@ class Journal:
         else:
             stored = tuple(NewEvent(e.type, shared.codec.encode(e.payload), e.metadata) for e in events)
         request = AppendRequest(
-            self.namespace, stream_id, expected_version, stored, shared.clock.now(), schedule
+            self.namespace, stream_id, expected_version, stored, shared.clock.now(), schedule, quiet
         )
         outcome = await shared.committer.submit(request)
         if isinstance(outcome, ConcurrencyError):
@@ -476,16 +480,18 @@ class Journal:
             found.setdefault(event.stream_id, []).append(self._decoded(event))
         return found
 
-    async def watch(self) -> Watch:
+    async def watch(self, *, work: bool = False) -> Watch:
         """A :class:`~sagalog.storage.watch.Watch` of this namespace: what commits touch from now on.
 
         On PostgreSQL it reads the notifications' payloads (no query per
         commit); elsewhere it reads the new events. For waiters that need to
         know whose commit it was (a worker skips its own) or which stream it
-        touched (a client awaiting one instance).
+        touched (a client awaiting one instance). ``work``: only appends that
+        are not ``quiet`` need be told (a worker looking for work); a backend
+        without notifications tells them all.
         """
         native = getattr(self._shared.recorder, "watch", None)
         if native is not None:
-            watch: Watch = await native(self.namespace)
+            watch: Watch = await native(self.namespace, work)
             return watch
         return ReadWatch(self, await head_position(self))

@@ -109,7 +109,7 @@ class NoticeLog:
 
     def __init__(self, keep: int = 4096) -> None:
         self._keep = keep
-        self._notices: deque[list[Touch]] = deque()
+        self._notices: deque[tuple[str | None, list[Touch]]] = deque()
         self._first = 0
         """The number of the oldest notice kept."""
         self._arrived = anyio.Event()
@@ -123,17 +123,17 @@ class NoticeLog:
         """An event set by the next notice; take it *before* looking at the log."""
         return self._arrived
 
-    def add(self, touches: list[Touch]) -> None:
-        """Record a notice and wake whoever waits for one."""
-        self._notices.append(touches)
+    def add(self, channel: str | None, touches: list[Touch]) -> None:
+        """Record a notice of ``channel`` (None: of every channel) and wake whoever waits."""
+        self._notices.append((channel, touches))
         if len(self._notices) > self._keep:
             self._notices.popleft()
             self._first += 1
         self._arrived.set()
         self._arrived = anyio.Event()
 
-    def since(self, number: int) -> list[Touch]:
-        """The touches of every notice from ``number`` on (``[UNKNOWN]`` first if some are gone)."""
+    def since(self, number: int, channel: str) -> list[Touch]:
+        """The touches of ``channel``'s notices from ``number`` on (``[UNKNOWN]`` first if some are gone)."""
         if number >= self.end:
             return []
         if number < self._first:
@@ -142,5 +142,7 @@ class NoticeLog:
         else:
             missed = []
         for index in range(number - self._first, len(self._notices)):
-            missed.extend(self._notices[index])
+            told, touches = self._notices[index]
+            if told is None or told == channel:
+                missed.extend(touches)
         return missed

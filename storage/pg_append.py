@@ -37,11 +37,13 @@ _json = msgspec.json.Encoder()
 # the serialisation cheap (pyeventsourcing does the same). See
 # https://www.postgresql.org/docs/current/explicit-locking.html#LOCKING-TABLES
 # The batch travels as typed arrays in binary (%b), one per column; the
-# last two arguments are the NOTIFY channel and payload (sql/003_notices.sql).
+# last three arguments are the NOTIFY channel, payload and work channel
+# (sql/003_notices.sql).
 APPEND = """
 SELECT previous, positions FROM sagalog_append_batch(
     %b::text[], %b::text[], %b::integer[], %b::timestamptz[], %b::integer[], %b::integer[],
-    %b::integer[], %b::integer[], %b::timestamptz[], %b::text[], %b::bytea[], %b::text[], %b, %b)"""
+    %b::integer[], %b::integer[], %b::timestamptz[], %b::text[], %b::bytea[], %b::text[],
+    %b, %b, %b::text)"""
 
 # A batch of one request (the usual case when appenders are few) is one
 # prepared statement instead, chosen among the texts below by the shape of the
@@ -83,9 +85,10 @@ SELECT previous, positions FROM sagalog_append_batch(
 #   either is right (the stream is empty) or collides on version 1.
 # Parameters (native placeholders, see append_one_statement): $1 namespace,
 # $2 stream, $3 recorded_at, $4 expected version, $5 NOTIFY channel, $6 the
-# bound, $7 the NOTIFY payload; then the event ($8 type, $9 payload, $10
-# metadata) or the events ($8, a JSON array of [type, payload (base64),
-# metadata]); last, ready_at when the work index is set.
+# bound, $7 the NOTIFY payload, $8 the work channel (NULL: a quiet append);
+# then the event ($9 type, $10 payload, $11 metadata) or the events ($9, a
+# JSON array of [type, payload (base64), metadata]); last, ready_at when the
+# work index is set.
 _CURRENT = """(SELECT coalesce((SELECT version FROM events WHERE namespace = $1 AND stream_id = $2
                                     AND version >= $6::integer
                            ORDER BY version DESC LIMIT 1), 0) AS v) c"""
@@ -93,13 +96,13 @@ _GUARD = """$4::integer IN (-1, c.v)
    AND pg_advisory_xact_lock(610774892, 'events'::regclass::oid::integer) IS NOT NULL"""
 _INSERT_ONE = f"""
 INSERT INTO events (namespace, stream_id, version, type, payload, metadata, recorded_at)
-SELECT $1, $2, c.v + 1, $8, $9, $10::jsonb, $3
+SELECT $1, $2, c.v + 1, $9, $10, $11::jsonb, $3
   FROM {_CURRENT}
  WHERE {_GUARD}"""
 _INSERT_MANY = f"""
 INSERT INTO events (namespace, stream_id, version, type, payload, metadata, recorded_at)
 SELECT $1, $2, c.v + j.o::integer, j.e->>0, decode(j.e->>1, 'base64'), j.e->2, $3
-  FROM {_CURRENT}, jsonb_array_elements($8::jsonb) WITH ORDINALITY AS j(e, o)
+  FROM {_CURRENT}, jsonb_array_elements($9::jsonb) WITH ORDINALITY AS j(e, o)
  WHERE {_GUARD}
  ORDER BY j.o"""
 _SCHEDULE = """
@@ -111,7 +114,8 @@ _UNSCHEDULE = """
 unscheduled AS (
     DELETE FROM work_index
      WHERE namespace = $1 AND stream_id = $2 AND EXISTS (SELECT FROM inserted))"""
-_RETURNING = "position, version, pg_notify($5, $7) IS NULL"
+_RETURNING = """position, version, pg_notify($5, $7) IS NULL,
+          CASE WHEN $8::text IS NOT NULL THEN pg_notify($8, $7) IS NULL END"""
 
 
 def _append_one_text(insert: str, work: str | None) -> str:
@@ -124,7 +128,7 @@ def _append_one_text(insert: str, work: str | None) -> str:
 
 
 APPEND_ONE = {
-    (many, kind): _append_one_text(insert, work and work.replace("{ready}", "9" if many else "11"))
+    (many, kind): _append_one_text(insert, work and work.replace("{ready}", "10" if many else "12"))
     for many, insert in ((False, _INSERT_ONE), (True, _INSERT_MANY))
     for kind, work in ((0, None), (1, _SCHEDULE), (2, _UNSCHEDULE))
 }
@@ -279,7 +283,13 @@ def append_arguments(
         [encode(e.metadata).decode() for e in events],
         channel,
         notice(requests),
+        None if all(r.quiet for r in requests) else work_channel(channel),
     )
+
+
+def work_channel(channel: str) -> str:
+    """The channel of the appends that may make work for a worker (all but quiet ones)."""
+    return f"{channel}_w"
 
 
 LISTED = 48
@@ -332,6 +342,7 @@ def append_one_statement(
         channel,
         heads.get((request.namespace, request.stream_id), 0) if expected == ANY_VERSION else expected,
         encode_notice([(request.namespace, request.stream_id, events)]),
+        None if request.quiet else work_channel(channel),
     )
     params: tuple[Any, ...]
     if len(events) == 1:
@@ -375,7 +386,7 @@ def one_outcome(request: AppendRequest, rows: Sequence[Sequence[Any]]) -> list[E
             namespace=request.namespace,
             recorded_at=request.recorded_at,
         )
-        for (position, version, _), event in zip(rows, request.events, strict=True)
+        for (position, version, *_), event in zip(rows, request.events, strict=True)
     ]
 
 

@@ -28,18 +28,22 @@ log = logging.getLogger("sagalog.storage")
 
 
 class Waker:
-    """Shares one LISTEN connection among all waiters of a recorder."""
+    """Shares one LISTEN connection among all waiters of a recorder.
+
+    It listens only on the channels someone asked for (:meth:`listen`): a
+    worker looking for work listens on the work channel alone, so its own
+    commits to the streams it holds (quiet ones) never wake it.
+    """
 
     def __init__(
         self,
         conninfo: str,
-        channel: str,
         *,
         poll_interval: float = 0.5,
         retry_after: float = 5.0,
     ) -> None:
         self._conninfo = conninfo
-        self._channel = channel
+        self._channels: set[str] = set()
         self.poll_interval = poll_interval
         self._retry_after = retry_after
         self._conn: psycopg.AsyncConnection[object] | None = None
@@ -75,12 +79,25 @@ class Waker:
                 return False
         return self._conn is not None
 
-    async def listen(self) -> None:
-        """LISTEN now if not yet (a watch must not miss what is appended once it exists)."""
-        if self._conn is not None and not self._conn.closed:
+    async def listen(self, channel: str) -> None:
+        """LISTEN on ``channel`` now if not yet: a watch must not miss what is appended once it exists.
+
+        A channel added to a connection that already listens waits for the
+        connection's reader to finish (at most ``poll_interval``).
+        """
+        if channel in self._channels and self._conn is not None and not self._conn.closed:
             return
         async with self._reading:
-            await self._connection()
+            added = channel not in self._channels
+            self._channels.add(channel)
+            conn = await self._connection()
+            if conn is None or not added:
+                return
+            try:
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+            except psycopg.Error as exc:
+                log.warning("cannot LISTEN for new events, polling instead: %s", exc)
+                await self._discard()
 
     async def _read_some(self) -> bool:
         """Block until notifications arrive and record them all; False when listening is impossible.
@@ -108,9 +125,12 @@ class Waker:
         """Record the notifications libpq holds; True when there was one at least."""
         found = False
         while (notify := pgconn.notifies()) is not None:
-            self.log.add(decode_notice(notify.extra.decode("utf-8", "replace")))
+            self.log.add(notify.relname.decode(), decode_notice(notify.extra.decode("utf-8", "replace")))
             found = True
         return found
+
+    def _record(self, notify: psycopg.Notify) -> None:
+        self.log.add(notify.channel, decode_notice(notify.payload))
 
     async def _connection(self) -> psycopg.AsyncConnection[object] | None:
         if self._conn is not None and not self._conn.closed:
@@ -120,13 +140,16 @@ class Waker:
             return None
         try:
             conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+            # Notifications that arrive while a LISTEN runs are handed to handlers.
+            conn.add_notify_handler(self._record)
+            for channel in sorted(self._channels):
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         except psycopg.Error as exc:
             log.warning("cannot LISTEN for new events, polling instead: %s", exc)
             self._broken_at = now
             return None
         self._conn, self._broken_at = conn, None
-        self.log.add([UNKNOWN])  # what was appended before this LISTEN went unheard
+        self.log.add(None, [UNKNOWN])  # what was appended before this LISTEN went unheard
         return self._conn
 
     async def _discard(self) -> None:
@@ -145,11 +168,12 @@ class Waker:
 
 
 class NoticeWatch:
-    """What commits to one namespace touched, from the notifications (see ``Journal.watch``)."""
+    """What commits to one namespace touched, from one channel's notifications (see ``Journal.watch``)."""
 
-    def __init__(self, waker: Waker, namespace: str) -> None:
+    def __init__(self, waker: Waker, namespace: str, channel: str) -> None:
         self._waker = waker
         self._namespace = namespace
+        self._channel = channel
         self._next = waker.log.end
 
     async def next(self, timeout: float) -> list[Touch]:
@@ -162,7 +186,9 @@ class NoticeWatch:
         with anyio.move_on_after(timeout):
             while True:
                 arrival = log.arrival()
-                touches = [t for t in log.since(self._next) if t.may_be(self._namespace)]
+                touches = [
+                    t for t in log.since(self._next, self._channel) if t.may_be(self._namespace)
+                ]
                 self._next = log.end
                 if touches:
                     return touches

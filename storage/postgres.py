@@ -39,6 +39,7 @@ from sagalog.storage.pg_append import (
     calls,
     one_outcome,
     register_dumpers,
+    work_channel,
 )
 from sagalog.storage.pg_listen import NoticeWatch, Waker
 from sagalog.storage.recorder import AppendOutcome, AppendRequest
@@ -168,7 +169,7 @@ class PostgresRecorder:
         self._pool = pool
         self.description = describe(url)
         self._channel = channel
-        self._waker = Waker(url, channel)
+        self._waker = Waker(url)
         self._url = url
         # Appends go through one connection of their own while it is free:
         # the Journal's group committer sends one batch at a time, and a
@@ -380,6 +381,7 @@ class PostgresRecorder:
     async def wait_for_new(self, namespace: str, after_position: int, timeout: float) -> bool:
         if timeout <= 0:
             return bool(await self._one(HAS_AFTER, (namespace, after_position)))
+        await self._waker.listen(self._channel)
         with anyio.move_on_after(timeout):  # the loop's first look is the only one needed
             while True:
                 seen = self._waker.generation()
@@ -586,10 +588,11 @@ class PostgresRecorder:
         )
         return await self._events(query, (namespace, list(stream_ids)))
 
-    async def watch(self, namespace: str) -> NoticeWatch:
+    async def watch(self, namespace: str, work: bool = False) -> NoticeWatch:
         """A watch of ``namespace`` that reads the notifications' payloads (see ``Journal.watch``)."""
-        await self._waker.listen()
-        return NoticeWatch(self._waker, namespace)
+        channel = work_channel(self._channel) if work else self._channel
+        await self._waker.listen(channel)
+        return NoticeWatch(self._waker, namespace, channel)
 
 
 async def _configure(conn: Conn) -> None:

@@ -39,6 +39,9 @@ class AppendRequest(msgspec.Struct, frozen=True):
     recorded_at: datetime
     schedule: Schedule | None = None
     """When set, the stream's work-index row changes in the same transaction."""
+    quiet: bool = False
+    """The append makes no work for anyone but its writer (who holds the stream's lease):
+    workers looking for work are not woken by it (see ``Journal.append``)."""
 
 
 AppendOutcome = list[Event] | ConcurrencyError

@@ -12,16 +12,24 @@
 -- an empty one (from a client of the previous version, or the slower path
 -- `sagalog_append_one`) means "something changed", and listeners look.
 --
--- This is `sagalog_append_batch` of 002_append_arrays with one more
--- argument, `p_notice`, the NOTIFY payload; nothing else changed. The
--- function without it stays, for clients of the previous version during a
--- rolling upgrade.
+-- Workers looking for work listen on a second channel, `p_work_channel`
+-- (the journal's channel with `_w` appended), which every commit notifies
+-- too unless all its appends are quiet: a worker's commits to the streams it
+-- holds make no work for anyone else, and waking every worker for each of
+-- them cost each one a wake-up per step of every saga in the store.
+--
+-- This is `sagalog_append_batch` of 002_append_arrays with two more
+-- arguments, `p_notice` (the NOTIFY payload) and `p_work_channel` (NULL: a
+-- quiet batch); nothing else changed. The function without them stays, for
+-- clients of the previous version during a rolling upgrade. Their commits
+-- notify only the main channel: while they run, workers of this version find
+-- the work those commits make when they poll (every second by default).
 
 CREATE FUNCTION sagalog_append_batch(
     p_ns text[], p_sid text[], p_expected integer[], p_recorded_at timestamptz[],
     p_stream integer[], p_counts integer[], p_hint integer[], p_schedule integer[],
     p_ready_at timestamptz[], p_types text[], p_payloads bytea[], p_metadata text[],
-    p_channel text, p_notice text, OUT previous integer[], OUT positions bigint[])
+    p_channel text, p_notice text, p_work_channel text, OUT previous integer[], OUT positions bigint[])
 LANGUAGE plpgsql AS $$
 DECLARE
     versions integer[];
@@ -98,6 +106,9 @@ BEGIN
     END IF;
     IF cardinality(positions) > 0 THEN
         PERFORM pg_notify(p_channel, p_notice);
+        IF p_work_channel IS NOT NULL THEN
+            PERFORM pg_notify(p_work_channel, p_notice);
+        END IF;
     END IF;
 END
 $$;

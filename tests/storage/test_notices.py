@@ -73,13 +73,23 @@ def test_the_log_pages_from_a_number_and_says_when_some_are_gone() -> None:
     start = log.end
     touches = [Touch("ns", f"s{i}", ("E",), "w") for i in range(5)]
     for touch in touches[:2]:
-        log.add([touch])
-    assert log.since(start) == touches[:2]
-    assert log.since(log.end) == []
+        log.add("main", [touch])
+    assert log.since(start, "main") == touches[:2]
+    assert log.since(log.end, "main") == []
     for touch in touches[2:]:
-        log.add([touch])
-    assert log.since(start) == [UNKNOWN, *touches[2:]]  # the first two were dropped
-    assert log.since(start + 3) == touches[3:]
+        log.add("main", [touch])
+    assert log.since(start, "main") == [UNKNOWN, *touches[2:]]  # the first two were dropped
+    assert log.since(start + 3, "main") == touches[3:]
+
+
+def test_the_log_tells_a_channel_its_own_notices_and_those_of_every_channel() -> None:
+    log = NoticeLog()
+    start = log.end
+    log.add("main", [Touch("ns", "a", ("E",), "w")])
+    log.add("work", [Touch("ns", "b", ("E",), "w")])
+    log.add(None, [UNKNOWN])  # a new LISTEN connection: something may be missed on each
+    assert log.since(start, "work") == [Touch("ns", "b", ("E",), "w"), UNKNOWN]
+    assert log.since(start, "main") == [Touch("ns", "a", ("E",), "w"), UNKNOWN]
 
 
 # -- watches on every backend ------------------------------------------------------
@@ -187,3 +197,44 @@ async def test_a_lost_listen_connection_makes_the_watch_say_unknown(pg_url: str)
                 touches = await watch.next(5)
     finally:
         await journal.close()
+
+
+async def test_a_quiet_append_is_not_told_to_workers_looking_for_work(pg_url: str) -> None:
+    """A worker's commits to the instances it holds wake no other worker (nor itself)."""
+    journal, writer = await connect(pg_url), await connect(pg_url)
+    try:
+        work, everything = await journal.watch(work=True), await journal.watch()
+        await writer.append("wf-held", NO_STREAM, [ev("StepStarted")], quiet=True)
+        await writer.append("wf-new", NO_STREAM, [ev("WorkflowStarted", "")])
+        with anyio.fail_after(10):
+            told = await work.next(5)
+            seen: list[str | None] = []
+            while "wf-new" not in seen:
+                seen += [t.stream_id for t in await everything.next(5)]
+        assert [t.stream_id for t in told] == ["wf-new"]
+        assert seen == ["wf-held", "wf-new"]
+    finally:
+        await journal.close()
+        await writer.close()
+
+
+async def test_a_group_commit_of_quiet_appends_is_not_told_to_workers(pg_url: str) -> None:
+    journal, writer = await connect(pg_url), await connect(pg_url)
+    try:
+        work = await journal.watch(work=True)
+        now = datetime.now(UTC)
+        quiet = [
+            AppendRequest(writer.namespace, f"wf-q{i}", NO_STREAM, (ev("StepStarted"),), now, quiet=True)
+            for i in range(3)
+        ]
+        await writer.recorder.append_batch(quiet)
+        assert await work.next(0.5) == []
+        loud = [*quiet[:1], AppendRequest(writer.namespace, "wf-l", NO_STREAM, (ev("A"),), now)]
+        loud[0] = AppendRequest(writer.namespace, "wf-q9", NO_STREAM, (ev("StepStarted"),), now, quiet=True)
+        await writer.recorder.append_batch(loud)
+        with anyio.fail_after(10):
+            told = await work.next(5)
+        assert {t.stream_id for t in told} == {"wf-q9", "wf-l"}  # one loud append: the commit is told
+    finally:
+        await journal.close()
+        await writer.close()
