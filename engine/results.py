@@ -44,7 +44,7 @@ async def await_result(journal: Journal, fold: SagaFold, instance_id: str, snaps
     """Wait until the instance ends; its result, or the error it ended with (see ``Runner.result``)."""
     current = instance_id
     # Made before the first read: nothing appended after that read is missed.
-    watch = await journal.watch()
+    watch = await journal.watch(final=True)
     state = await current_state(journal, fold, current, snapshot_every)
     while True:
         if state.continued_as is not None:

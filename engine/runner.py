@@ -69,7 +69,7 @@ from sagalog.replay.events import (
     stream_id,
 )
 from sagalog.replay.executor import Executor, StepTask, default_decode
-from sagalog.replay.saga import TERMINAL, SagaFold, SagaState, apply_event, ready_at
+from sagalog.replay.saga import ENDING_TYPES, TERMINAL, SagaFold, SagaState, apply_event, ready_at
 from sagalog.storage import (
     Event,
     Journal,
@@ -841,7 +841,11 @@ class Runner:
             state = await self._readable_state(instance_id)
         event = WorkflowParked(reason, kind)  # type: ignore[arg-type]
         await self.journal.append(
-            stream_id(instance_id), state.version, [encode_event(event, self._meta)], schedule=Schedule(None)
+            stream_id(instance_id),
+            state.version,
+            [encode_event(event, self._meta)],
+            schedule=Schedule(None),
+            final=True,
         )
         self.observer.workflow_parked(state.workflow, kind)
         return apply_event(state, event, state.version + 1)
@@ -917,6 +921,7 @@ class Runner:
                 ],
                 schedule=Schedule(ready_at(state, now)),
                 quiet=quiet,
+                final=any(type(event).__name__ in ENDING_TYPES for event in events),
             )
         except BaseException:
             self.cache.pop(ex.instance_id, None)  # its executor is ahead of the journal now

@@ -213,6 +213,7 @@ class Journal:
         *,
         schedule: Schedule | None = None,
         quiet: bool = False,
+        final: bool = False,
     ) -> list[Event]:
         """Append ``events`` to a stream in one transaction.
 
@@ -226,6 +227,8 @@ class Journal:
             quiet: the append makes no work for anyone but the caller, who
                 holds the stream's lease and goes on with it: workers watching
                 for work (``watch(work=True)``) are not told of it.
+            final: the append may end what others await (a workflow's end, say):
+                watchers of final appends (``watch(final=True)``) are told of it.
 
         Returns:
             The stored events with their versions and positions.
@@ -243,7 +246,8 @@ class Journal:
         else:
             stored = tuple(NewEvent(e.type, shared.codec.encode(e.payload), e.metadata) for e in events)
         request = AppendRequest(
-            self.namespace, stream_id, expected_version, stored, shared.clock.now(), schedule, quiet
+            self.namespace, stream_id, expected_version, stored, shared.clock.now(), schedule, quiet,
+            final,
         )
         outcome = await shared.committer.submit(request)
         if isinstance(outcome, ConcurrencyError):
@@ -480,18 +484,19 @@ class Journal:
             found.setdefault(event.stream_id, []).append(self._decoded(event))
         return found
 
-    async def watch(self, *, work: bool = False) -> Watch:
+    async def watch(self, *, work: bool = False, final: bool = False) -> Watch:
         """A :class:`~sagalog.storage.watch.Watch` of this namespace: what commits touch from now on.
 
         On PostgreSQL it reads the notifications' payloads (no query per
         commit); elsewhere it reads the new events. For waiters that need to
         know whose commit it was (a worker skips its own) or which stream it
         touched (a client awaiting one instance). ``work``: only appends that
-        are not ``quiet`` need be told (a worker looking for work); a backend
+        are not ``quiet`` need be told (a worker looking for work); ``final``:
+        only ``final`` appends need be (a client awaiting a result). A backend
         without notifications tells them all.
         """
         native = getattr(self._shared.recorder, "watch", None)
         if native is not None:
-            watch: Watch = await native(self.namespace, work)
+            watch: Watch = await native(self.namespace, work=work, final=final)
             return watch
         return ReadWatch(self, await head_position(self))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from psycopg import pq
@@ -37,13 +37,12 @@ _json = msgspec.json.Encoder()
 # the serialisation cheap (pyeventsourcing does the same). See
 # https://www.postgresql.org/docs/current/explicit-locking.html#LOCKING-TABLES
 # The batch travels as typed arrays in binary (%b), one per column; the
-# last three arguments are the NOTIFY channel, payload and work channel
-# (sql/003_notices.sql).
+# last two arguments are the NOTIFY channels and payload (sql/003_notices.sql).
 APPEND = """
 SELECT previous, positions FROM sagalog_append_batch(
     %b::text[], %b::text[], %b::integer[], %b::timestamptz[], %b::integer[], %b::integer[],
     %b::integer[], %b::integer[], %b::timestamptz[], %b::text[], %b::bytea[], %b::text[],
-    %b, %b, %b::text)"""
+    %b::text[], %b)"""
 
 # A batch of one request (the usual case when appenders are few) is one
 # prepared statement instead, chosen among the texts below by the shape of the
@@ -84,11 +83,10 @@ SELECT previous, positions FROM sagalog_append_batch(
 #   mismatch (the slower path below decides); with ANY_VERSION the INSERT
 #   either is right (the stream is empty) or collides on version 1.
 # Parameters (native placeholders, see append_one_statement): $1 namespace,
-# $2 stream, $3 recorded_at, $4 expected version, $5 NOTIFY channel, $6 the
-# bound, $7 the NOTIFY payload, $8 the work channel (NULL: a quiet append);
-# then the event ($9 type, $10 payload, $11 metadata) or the events ($9, a
-# JSON array of [type, payload (base64), metadata]); last, ready_at when the
-# work index is set.
+# $2 stream, $3 recorded_at, $4 expected version, $5 the NOTIFY channels
+# (see Channels), $6 the bound, $7 the NOTIFY payload; then the event ($8
+# type, $9 payload, $10 metadata) or the events ($8, a JSON array of [type,
+# payload (base64), metadata]); last, ready_at when the work index is set.
 _CURRENT = """(SELECT coalesce((SELECT version FROM events WHERE namespace = $1 AND stream_id = $2
                                     AND version >= $6::integer
                            ORDER BY version DESC LIMIT 1), 0) AS v) c"""
@@ -96,13 +94,13 @@ _GUARD = """$4::integer IN (-1, c.v)
    AND pg_advisory_xact_lock(610774892, 'events'::regclass::oid::integer) IS NOT NULL"""
 _INSERT_ONE = f"""
 INSERT INTO events (namespace, stream_id, version, type, payload, metadata, recorded_at)
-SELECT $1, $2, c.v + 1, $9, $10, $11::jsonb, $3
+SELECT $1, $2, c.v + 1, $8, $9, $10::jsonb, $3
   FROM {_CURRENT}
  WHERE {_GUARD}"""
 _INSERT_MANY = f"""
 INSERT INTO events (namespace, stream_id, version, type, payload, metadata, recorded_at)
 SELECT $1, $2, c.v + j.o::integer, j.e->>0, decode(j.e->>1, 'base64'), j.e->2, $3
-  FROM {_CURRENT}, jsonb_array_elements($9::jsonb) WITH ORDINALITY AS j(e, o)
+  FROM {_CURRENT}, jsonb_array_elements($8::jsonb) WITH ORDINALITY AS j(e, o)
  WHERE {_GUARD}
  ORDER BY j.o"""
 _SCHEDULE = """
@@ -114,8 +112,7 @@ _UNSCHEDULE = """
 unscheduled AS (
     DELETE FROM work_index
      WHERE namespace = $1 AND stream_id = $2 AND EXISTS (SELECT FROM inserted))"""
-_RETURNING = """position, version, pg_notify($5, $7) IS NULL,
-          CASE WHEN $8::text IS NOT NULL THEN pg_notify($8, $7) IS NULL END"""
+_RETURNING = "position, version, (SELECT count(pg_notify(n, $7)) FROM unnest($5::text[]) AS n)"
 
 
 def _append_one_text(insert: str, work: str | None) -> str:
@@ -128,7 +125,7 @@ def _append_one_text(insert: str, work: str | None) -> str:
 
 
 APPEND_ONE = {
-    (many, kind): _append_one_text(insert, work and work.replace("{ready}", "10" if many else "12"))
+    (many, kind): _append_one_text(insert, work and work.replace("{ready}", "9" if many else "11"))
     for many, insert in ((False, _INSERT_ONE), (True, _INSERT_MANY))
     for kind, work in ((0, None), (1, _SCHEDULE), (2, _UNSCHEDULE))
 }
@@ -141,6 +138,31 @@ SELECT previous, positions FROM sagalog_append_one(
 
 MAX_CALL_BYTES = 32 * 1024 * 1024
 """Payload bytes per ``sagalog_append_batch`` call before a batch is split (see :func:`chunks`)."""
+
+
+class Channels(NamedTuple):
+    """The NOTIFY channels of one journal (names are database-wide: derived from the schema)."""
+
+    main: str
+    """Every commit (``wait_for_new``, a plain ``Journal.watch()``)."""
+    work: str
+    """Commits with an append that is not ``quiet``: they may make work for a worker."""
+    final: str
+    """Commits with a ``final`` append: they may end what someone awaits."""
+
+    @classmethod
+    def of(cls, main: str) -> Channels:
+        """The channels named after ``main``."""
+        return cls(main, f"{main}_w", f"{main}_f")
+
+    def told(self, requests: Sequence[AppendRequest]) -> list[str]:
+        """The channels a commit of ``requests`` notifies."""
+        told = [self.main]
+        if not all(r.quiet for r in requests):
+            told.append(self.work)
+        if any(r.final for r in requests):
+            told.append(self.final)
+        return told
 
 
 class Int4Array(bytes):
@@ -220,7 +242,9 @@ class Heads:
 
 
 def append_arguments(
-    requests: Sequence[AppendRequest], channel: str, heads: Mapping[tuple[str, str], int] | None = None
+    requests: Sequence[AppendRequest],
+    channels: Channels,
+    heads: Mapping[tuple[str, str], int] | None = None,
 ) -> tuple[Any, ...]:
     """The arguments of ``sagalog_append_batch`` (see sql/002_append_arrays.sql), in order.
 
@@ -281,15 +305,9 @@ def append_arguments(
         [e.type for e in events],
         [e.payload for e in events],
         [encode(e.metadata).decode() for e in events],
-        channel,
+        channels.told(requests),
         notice(requests),
-        None if all(r.quiet for r in requests) else work_channel(channel),
     )
-
-
-def work_channel(channel: str) -> str:
-    """The channel of the appends that may make work for a worker (all but quiet ones)."""
-    return f"{channel}_w"
 
 
 LISTED = 48
@@ -308,22 +326,22 @@ def notice(requests: Sequence[AppendRequest]) -> str:
 
 
 def calls(
-    requests: Sequence[AppendRequest], channel: str, heads: Mapping[tuple[str, str], int]
+    requests: Sequence[AppendRequest], channels: Channels, heads: Mapping[tuple[str, str], int]
 ) -> Iterator[tuple[Sequence[AppendRequest], tuple[Any, ...]]]:
     """The calls of ``sagalog_append_batch`` for ``requests``: (requests, arguments) each.
 
     One call unless the payloads pass MAX_CALL_BYTES; then :func:`chunks`.
     """
-    arguments = append_arguments(requests, channel, heads)
+    arguments = append_arguments(requests, channels, heads)
     if sum(map(len, arguments[PAYLOADS])) <= MAX_CALL_BYTES:
         yield requests, arguments
         return
     for chunk in chunks(requests):
-        yield chunk, append_arguments(chunk, channel, heads)
+        yield chunk, append_arguments(chunk, channels, heads)
 
 
 def append_one_statement(
-    request: AppendRequest, channel: str, heads: Mapping[tuple[str, str], int]
+    request: AppendRequest, channels: Channels, heads: Mapping[tuple[str, str], int]
 ) -> tuple[str, tuple[Any, ...]]:
     """The statement (from APPEND_ONE) and parameters for a batch of one request.
 
@@ -339,10 +357,9 @@ def append_one_statement(
         request.stream_id,
         request.recorded_at,
         expected,
-        channel,
+        channels.told([request]),
         heads.get((request.namespace, request.stream_id), 0) if expected == ANY_VERSION else expected,
         encode_notice([(request.namespace, request.stream_id, events)]),
-        None if request.quiet else work_channel(channel),
     )
     params: tuple[Any, ...]
     if len(events) == 1:

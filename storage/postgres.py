@@ -29,9 +29,11 @@ import psycopg_pool
 from psycopg import pq
 from psycopg.rows import TupleRow
 from sagalog.storage import migrations
+from sagalog.storage.notices import encode_notice
 from sagalog.storage.pg_append import (
     APPEND,
     APPEND_LOCKED,
+    Channels,
     Heads,
     append_locked_arguments,
     append_one_statement,
@@ -39,7 +41,6 @@ from sagalog.storage.pg_append import (
     calls,
     one_outcome,
     register_dumpers,
-    work_channel,
 )
 from sagalog.storage.pg_listen import NoticeWatch, Waker
 from sagalog.storage.recorder import AppendOutcome, AppendRequest
@@ -121,6 +122,8 @@ UNION ALL
 SELECT NULL, (SELECT min(ready_at) FROM work_index WHERE namespace = %(ns)s AND ready_at > %(now)s),
        {", ".join(["NULL"] * 8)}"""
 
+TELL = "SELECT count(pg_notify(n, %s)) FROM unnest(%s::text[]) AS n"
+
 HAS_AFTER = "SELECT EXISTS (SELECT 1 FROM events WHERE namespace = %s AND position > %s)"
 
 
@@ -168,7 +171,7 @@ class PostgresRecorder:
     def __init__(self, pool: psycopg_pool.AsyncConnectionPool[Conn], url: str, channel: str):
         self._pool = pool
         self.description = describe(url)
-        self._channel = channel
+        self._channels = Channels.of(channel)
         self._waker = Waker(url)
         self._url = url
         # Appends go through one connection of their own while it is free:
@@ -274,7 +277,7 @@ class PostgresRecorder:
         if len(requests) == 1:
             return [await self._append_one(conn, requests[0], cursor)]
         outcomes: list[AppendOutcome] = []
-        for chunk, arguments in calls(requests, self._channel, self._heads.versions):
+        for chunk, arguments in calls(requests, self._channels, self._heads.versions):
             if len(chunk) == 1:
                 outcomes.append(await self._append_one(conn, chunk[0], None))
                 continue
@@ -297,7 +300,7 @@ class PostgresRecorder:
 
         ``cur``: a binary raw cursor of ``conn`` to reuse, or None for a new one.
         """
-        query, params = append_one_statement(request, self._channel, self._heads.versions)
+        query, params = append_one_statement(request, self._channels, self._heads.versions)
         if cur is None:
             cur = psycopg.AsyncRawCursor(conn)
             cur.format = pq.Format.BINARY
@@ -316,11 +319,18 @@ class PostgresRecorder:
                 return one_outcome(request, rows)
         # Nothing written: decide again on fresh data, under the events lock.
         locked = conn.cursor(binary=True)
-        await locked.execute(APPEND_LOCKED, append_locked_arguments(request, self._channel))
+        await locked.execute(APPEND_LOCKED, append_locked_arguments(request, self._channels.main))
         row = await locked.fetchone()
         assert row is not None
         outcome = append_outcomes([request], [row[0]], row[1] or [])[0]
         self._heads.update([request], [outcome])
+        if row[1]:
+            # sagalog_append_one (001) notifies the main channel only, with no
+            # payload: tell the others now, in a transaction of their own.
+            told = self._channels.told([request])[1:]
+            if told:
+                payload = encode_notice([(request.namespace, request.stream_id, request.events)])
+                await locked.execute(TELL, (payload, told))
         return outcome
 
     # -- reading ---------------------------------------------------------------
@@ -381,7 +391,7 @@ class PostgresRecorder:
     async def wait_for_new(self, namespace: str, after_position: int, timeout: float) -> bool:
         if timeout <= 0:
             return bool(await self._one(HAS_AFTER, (namespace, after_position)))
-        await self._waker.listen(self._channel)
+        await self._waker.listen(self._channels.main)
         with anyio.move_on_after(timeout):  # the loop's first look is the only one needed
             while True:
                 seen = self._waker.generation()
@@ -588,9 +598,10 @@ class PostgresRecorder:
         )
         return await self._events(query, (namespace, list(stream_ids)))
 
-    async def watch(self, namespace: str, work: bool = False) -> NoticeWatch:
+    async def watch(self, namespace: str, *, work: bool = False, final: bool = False) -> NoticeWatch:
         """A watch of ``namespace`` that reads the notifications' payloads (see ``Journal.watch``)."""
-        channel = work_channel(self._channel) if work else self._channel
+        channels = self._channels
+        channel = channels.final if final else channels.work if work else channels.main
         await self._waker.listen(channel)
         return NoticeWatch(self._waker, namespace, channel)
 

@@ -42,6 +42,9 @@ class AppendRequest(msgspec.Struct, frozen=True):
     quiet: bool = False
     """The append makes no work for anyone but its writer (who holds the stream's lease):
     workers looking for work are not woken by it (see ``Journal.append``)."""
+    final: bool = False
+    """The append may end what others await (a workflow's end): watchers of final
+    appends are told (see ``Journal.append``)."""
 
 
 AppendOutcome = list[Event] | ConcurrencyError

@@ -29,7 +29,7 @@ CREATE FUNCTION sagalog_append_batch(
     p_ns text[], p_sid text[], p_expected integer[], p_recorded_at timestamptz[],
     p_stream integer[], p_counts integer[], p_hint integer[], p_schedule integer[],
     p_ready_at timestamptz[], p_types text[], p_payloads bytea[], p_metadata text[],
-    p_channel text, p_notice text, p_work_channel text, OUT previous integer[], OUT positions bigint[])
+    p_channels text[], p_notice text, OUT previous integer[], OUT positions bigint[])
 LANGUAGE plpgsql AS $$
 DECLARE
     versions integer[];
@@ -105,10 +105,7 @@ BEGIN
                                        p_ready_at, previous);
     END IF;
     IF cardinality(positions) > 0 THEN
-        PERFORM pg_notify(p_channel, p_notice);
-        IF p_work_channel IS NOT NULL THEN
-            PERFORM pg_notify(p_work_channel, p_notice);
-        END IF;
+        PERFORM pg_notify(c, p_notice) FROM unnest(p_channels) AS c;
     END IF;
 END
 $$;

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import anyio
 import psycopg
 import pytest
-from sagalog.storage import NO_STREAM, UNKNOWN, AppendRequest, Journal, NewEvent, Touch, connect
+from sagalog.storage import ANY_VERSION, NO_STREAM, UNKNOWN, AppendRequest, Journal, NewEvent, Touch, connect
 from sagalog.storage.notices import MAX_PAYLOAD, NoticeLog, decode_notice, encode_notice
 from sagalog.storage.pg_append import LISTED
 from sagalog.storage.watch import head_position
@@ -172,7 +172,7 @@ async def test_a_notification_without_payload_is_unknown(pg_url: str) -> None:
     journal = await connect(pg_url)
     try:
         watch = await journal.watch()
-        channel = journal.recorder._channel  # type: ignore[attr-defined]
+        channel = journal.recorder._channels.main  # type: ignore[attr-defined]
         async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
             await conn.execute("SELECT pg_notify(%s, '')", (channel,))
         with anyio.fail_after(10):
@@ -235,6 +235,43 @@ async def test_a_group_commit_of_quiet_appends_is_not_told_to_workers(pg_url: st
         with anyio.fail_after(10):
             told = await work.next(5)
         assert {t.stream_id for t in told} == {"wf-q9", "wf-l"}  # one loud append: the commit is told
+    finally:
+        await journal.close()
+        await writer.close()
+
+
+async def test_only_final_appends_are_told_to_watchers_of_final_ones(pg_url: str) -> None:
+    """A client awaiting a result is not woken by every step of the saga it awaits."""
+    journal, writer = await connect(pg_url), await connect(pg_url)
+    try:
+        final = await journal.watch(final=True)
+        await writer.append("wf-a", NO_STREAM, [ev("StepStarted")], quiet=True)
+        assert await final.next(0.5) == []
+        await writer.append("wf-a", 1, [ev("StepCompleted"), ev("WorkflowCompleted")], quiet=True, final=True)
+        with anyio.fail_after(10):
+            [touch] = await final.next(5)
+        assert (touch.stream_id, touch.types) == ("wf-a", ("StepCompleted", "WorkflowCompleted"))
+    finally:
+        await journal.close()
+        await writer.close()
+
+
+async def test_an_append_that_took_the_slower_path_is_still_told_to_workers(pg_url: str) -> None:
+    """A stale version read sends the append through sagalog_append_one, which notifies only
+    the main channel (without payload): the recorder tells the work channel itself."""
+    journal, writer = await connect(pg_url), await connect(pg_url)
+    try:
+        work = await journal.watch(work=True)
+        await writer.append("wf-a", NO_STREAM, [ev("A")])
+        assert [t.stream_id for t in await work.next(5)] == ["wf-a"]
+        # A version hint from another life of the stream: the one-statement append
+        # reads nothing from the bound on, collides on version 1 and takes the slower path.
+        writer.recorder._heads.versions[(writer.namespace, "wf-a")] = 5  # type: ignore[attr-defined]
+        await writer.append("wf-a", ANY_VERSION, [ev("B")])
+        with anyio.fail_after(10):
+            touches = await work.next(5)
+        assert [(t.stream_id, t.types) for t in touches] == [("wf-a", ("B",))]
+        assert [e.type for e in await journal.read_stream("wf-a")] == ["A", "B"]
     finally:
         await journal.close()
         await writer.close()

@@ -232,7 +232,8 @@ async def test_a_version_hint_speeds_the_read_and_never_changes_the_version(
         pg_append.register_dumpers(conn.adapters)
         for requests in (distinct, repeated):
             cur = conn.cursor(binary=True)
-            await cur.execute(pg_append.APPEND, pg_append.append_arguments(requests, "test", heads))
+            arguments = pg_append.append_arguments(requests, pg_append.Channels.of("test"), heads)
+            await cur.execute(pg_append.APPEND, arguments)
             row = await cur.fetchone()
             assert row is not None
             assert not any(isinstance(o, ConcurrencyError) for o in pg_append.append_outcomes(requests, *row))
