@@ -109,3 +109,18 @@ BEGIN
     END IF;
 END
 $$;
+
+-- The function without the new arguments (clients of the previous version)
+-- now calls the one above: one body to maintain, and their commits notify
+-- the main channel with an empty payload, as they did.
+CREATE OR REPLACE FUNCTION sagalog_append_batch(
+    p_ns text[], p_sid text[], p_expected integer[], p_recorded_at timestamptz[],
+    p_stream integer[], p_counts integer[], p_hint integer[], p_schedule integer[],
+    p_ready_at timestamptz[], p_types text[], p_payloads bytea[], p_metadata text[],
+    p_channel text, OUT previous integer[], OUT positions bigint[])
+LANGUAGE sql AS $$
+    SELECT b.previous, b.positions
+      FROM sagalog_append_batch(p_ns, p_sid, p_expected, p_recorded_at, p_stream, p_counts, p_hint,
+                                p_schedule, p_ready_at, p_types, p_payloads, p_metadata,
+                                ARRAY[p_channel], '') AS b
+$$;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import anyio
@@ -9,10 +10,21 @@ import psycopg
 import pytest
 from sagalog.storage import ANY_VERSION, NO_STREAM, UNKNOWN, AppendRequest, Journal, NewEvent, Touch, connect
 from sagalog.storage.notices import MAX_PAYLOAD, NoticeLog, decode_notice, encode_notice
-from sagalog.storage.pg_append import LISTED
+from sagalog.storage.pg_append import APPEND, LISTED, Channels, append_arguments, register_dumpers
 from sagalog.storage.watch import head_position
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def pg_pair(pg_url: str) -> AsyncIterator[tuple[Journal, Journal]]:
+    """Two journals on one PostgreSQL schema, each with its own connections: a watcher and a writer."""
+    journal, writer = await connect(pg_url), await connect(pg_url)
+    try:
+        yield journal, writer
+    finally:
+        await journal.close()
+        await writer.close()
 
 
 def ev(type_: str, worker: str | None = "w1") -> NewEvent:
@@ -149,22 +161,18 @@ async def test_head_position_finds_the_newest_event(count: int) -> None:
 # -- PostgreSQL specifics ------------------------------------------------------------
 
 
-async def test_a_big_group_commit_is_told_by_namespace_and_worker(pg_url: str) -> None:
-    journal, writer = await connect(pg_url), await connect(pg_url)
-    try:
-        watch = await journal.watch()
-        now = datetime.now(UTC)
-        requests = [
-            AppendRequest(writer.namespace, f"wf-{i}", NO_STREAM, (ev("WorkflowStarted", "w9"),), now)
-            for i in range(LISTED + 1)
-        ]
-        await writer.recorder.append_batch(requests)
-        with anyio.fail_after(10):
-            touches = await watch.next(5)
-        assert touches == [Touch(journal.namespace, None, None, "w9")]
-    finally:
-        await journal.close()
-        await writer.close()
+async def test_a_big_group_commit_is_told_by_namespace_and_worker(pg_pair: tuple[Journal, Journal]) -> None:
+    journal, writer = pg_pair
+    watch = await journal.watch()
+    now = datetime.now(UTC)
+    requests = [
+        AppendRequest(writer.namespace, f"wf-{i}", NO_STREAM, (ev("WorkflowStarted", "w9"),), now)
+        for i in range(LISTED + 1)
+    ]
+    await writer.recorder.append_batch(requests)
+    with anyio.fail_after(10):
+        touches = await watch.next(5)
+    assert touches == [Touch(journal.namespace, None, None, "w9")]
 
 
 async def test_a_notification_without_payload_is_unknown(pg_url: str) -> None:
@@ -199,79 +207,89 @@ async def test_a_lost_listen_connection_makes_the_watch_say_unknown(pg_url: str)
         await journal.close()
 
 
-async def test_a_quiet_append_is_not_told_to_workers_looking_for_work(pg_url: str) -> None:
+async def test_a_quiet_append_is_not_told_to_workers_looking_for_work(
+    pg_pair: tuple[Journal, Journal],
+) -> None:
     """A worker's commits to the instances it holds wake no other worker (nor itself)."""
-    journal, writer = await connect(pg_url), await connect(pg_url)
-    try:
-        work, everything = await journal.watch(work=True), await journal.watch()
-        await writer.append("wf-held", NO_STREAM, [ev("StepStarted")], quiet=True)
-        await writer.append("wf-new", NO_STREAM, [ev("WorkflowStarted", "")])
-        with anyio.fail_after(10):
-            told = await work.next(5)
-            seen: list[str | None] = []
-            while "wf-new" not in seen:
-                seen += [t.stream_id for t in await everything.next(5)]
-        assert [t.stream_id for t in told] == ["wf-new"]
-        assert seen == ["wf-held", "wf-new"]
-    finally:
-        await journal.close()
-        await writer.close()
+    journal, writer = pg_pair
+    work, everything = await journal.watch(work=True), await journal.watch()
+    await writer.append("wf-held", NO_STREAM, [ev("StepStarted")], quiet=True)
+    await writer.append("wf-new", NO_STREAM, [ev("WorkflowStarted", "")])
+    with anyio.fail_after(10):
+        told = await work.next(5)
+        seen: list[str | None] = []
+        while "wf-new" not in seen:
+            seen += [t.stream_id for t in await everything.next(5)]
+    assert [t.stream_id for t in told] == ["wf-new"]
+    assert seen == ["wf-held", "wf-new"]
 
 
-async def test_a_group_commit_of_quiet_appends_is_not_told_to_workers(pg_url: str) -> None:
-    journal, writer = await connect(pg_url), await connect(pg_url)
-    try:
-        work = await journal.watch(work=True)
-        now = datetime.now(UTC)
-        quiet = [
-            AppendRequest(writer.namespace, f"wf-q{i}", NO_STREAM, (ev("StepStarted"),), now, quiet=True)
-            for i in range(3)
-        ]
-        await writer.recorder.append_batch(quiet)
-        assert await work.next(0.5) == []
-        loud = [*quiet[:1], AppendRequest(writer.namespace, "wf-l", NO_STREAM, (ev("A"),), now)]
-        loud[0] = AppendRequest(writer.namespace, "wf-q9", NO_STREAM, (ev("StepStarted"),), now, quiet=True)
-        await writer.recorder.append_batch(loud)
-        with anyio.fail_after(10):
-            told = await work.next(5)
-        assert {t.stream_id for t in told} == {"wf-q9", "wf-l"}  # one loud append: the commit is told
-    finally:
-        await journal.close()
-        await writer.close()
+async def test_a_group_commit_of_quiet_appends_is_not_told_to_workers(
+    pg_pair: tuple[Journal, Journal],
+) -> None:
+    journal, writer = pg_pair
+    work = await journal.watch(work=True)
+    now = datetime.now(UTC)
+    quiet = [
+        AppendRequest(writer.namespace, f"wf-q{i}", NO_STREAM, (ev("StepStarted"),), now, quiet=True)
+        for i in range(3)
+    ]
+    await writer.recorder.append_batch(quiet)
+    assert await work.next(0.5) == []
+    loud = [*quiet[:1], AppendRequest(writer.namespace, "wf-l", NO_STREAM, (ev("A"),), now)]
+    loud[0] = AppendRequest(writer.namespace, "wf-q9", NO_STREAM, (ev("StepStarted"),), now, quiet=True)
+    await writer.recorder.append_batch(loud)
+    with anyio.fail_after(10):
+        told = await work.next(5)
+    assert {t.stream_id for t in told} == {"wf-q9", "wf-l"}  # one loud append: the commit is told
 
 
-async def test_only_final_appends_are_told_to_watchers_of_final_ones(pg_url: str) -> None:
+async def test_only_final_appends_are_told_to_watchers_of_final_ones(
+    pg_pair: tuple[Journal, Journal],
+) -> None:
     """A client awaiting a result is not woken by every step of the saga it awaits."""
-    journal, writer = await connect(pg_url), await connect(pg_url)
-    try:
-        final = await journal.watch(final=True)
-        await writer.append("wf-a", NO_STREAM, [ev("StepStarted")], quiet=True)
-        assert await final.next(0.5) == []
-        await writer.append("wf-a", 1, [ev("StepCompleted"), ev("WorkflowCompleted")], quiet=True, final=True)
-        with anyio.fail_after(10):
-            [touch] = await final.next(5)
-        assert (touch.stream_id, touch.types) == ("wf-a", ("StepCompleted", "WorkflowCompleted"))
-    finally:
-        await journal.close()
-        await writer.close()
+    journal, writer = pg_pair
+    final = await journal.watch(final=True)
+    await writer.append("wf-a", NO_STREAM, [ev("StepStarted")], quiet=True)
+    assert await final.next(0.5) == []
+    await writer.append("wf-a", 1, [ev("StepCompleted"), ev("WorkflowCompleted")], quiet=True, final=True)
+    with anyio.fail_after(10):
+        [touch] = await final.next(5)
+    assert (touch.stream_id, touch.types) == ("wf-a", ("StepCompleted", "WorkflowCompleted"))
 
 
-async def test_an_append_that_took_the_slower_path_is_still_told_to_workers(pg_url: str) -> None:
+async def test_an_append_that_took_the_slower_path_is_still_told_to_workers(
+    pg_pair: tuple[Journal, Journal],
+) -> None:
     """A stale version read sends the append through sagalog_append_one, which notifies only
     the main channel (without payload): the recorder tells the work channel itself."""
-    journal, writer = await connect(pg_url), await connect(pg_url)
-    try:
-        work = await journal.watch(work=True)
-        await writer.append("wf-a", NO_STREAM, [ev("A")])
-        assert [t.stream_id for t in await work.next(5)] == ["wf-a"]
-        # A version hint from another life of the stream: the one-statement append
-        # reads nothing from the bound on, collides on version 1 and takes the slower path.
-        writer.recorder._heads.versions[(writer.namespace, "wf-a")] = 5  # type: ignore[attr-defined]
-        await writer.append("wf-a", ANY_VERSION, [ev("B")])
-        with anyio.fail_after(10):
-            touches = await work.next(5)
-        assert [(t.stream_id, t.types) for t in touches] == [("wf-a", ("B",))]
-        assert [e.type for e in await journal.read_stream("wf-a")] == ["A", "B"]
-    finally:
-        await journal.close()
-        await writer.close()
+    journal, writer = pg_pair
+    work = await journal.watch(work=True)
+    await writer.append("wf-a", NO_STREAM, [ev("A")])
+    assert [t.stream_id for t in await work.next(5)] == ["wf-a"]
+    # A version hint from another life of the stream: the one-statement append
+    # reads nothing from the bound on, collides on version 1 and takes the slower path.
+    writer.recorder._heads.versions[(writer.namespace, "wf-a")] = 5  # type: ignore[attr-defined]
+    await writer.append("wf-a", ANY_VERSION, [ev("B")])
+    with anyio.fail_after(10):
+        touches = await work.next(5)
+    assert [(t.stream_id, t.types) for t in touches] == [("wf-a", ("B",))]
+    assert [e.type for e in await journal.read_stream("wf-a")] == ["A", "B"]
+
+async def test_a_client_of_the_previous_version_still_appends_and_is_heard(
+    pg_pair: tuple[Journal, Journal], pg_url: str
+) -> None:
+    """Rolling upgrade: the function without the NOTIFY arguments still works after 003_notices."""
+    journal, writer = pg_pair
+    watch = await journal.watch()
+    main = writer.recorder._channels.main  # type: ignore[attr-defined]
+    request = AppendRequest(writer.namespace, "wf-old", NO_STREAM, (ev("A"),), datetime.now(UTC))
+    *arguments, _, _ = append_arguments([request], Channels.of(main), {})
+    previous_version = APPEND.replace("%b::text[], %b)", "%b)")  # one channel, no payload
+    assert previous_version.count("%b") == APPEND.count("%b") - 1
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        register_dumpers(conn.adapters)
+        await conn.cursor(binary=True).execute(previous_version, [*arguments, main])
+    assert [e.type for e in await journal.read_stream("wf-old")] == ["A"]
+    with anyio.fail_after(10):
+        assert await watch.next(5) == [UNKNOWN]
