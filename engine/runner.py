@@ -20,7 +20,6 @@ import contextlib
 import random
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -33,6 +32,7 @@ from sagalog.engine import logs
 from sagalog.engine.breaker import Breakers
 from sagalog.engine.instances import start_child, start_instance, start_next_run
 from sagalog.engine.observer import NULL_OBSERVER, Observer, outcome_of
+from sagalog.engine.results import await_result, describe
 from sagalog.engine.retry import DEFAULT_RETRY, RetryPolicy, resolve_policy
 from sagalog.engine.session_steps import register_session_steps
 from sagalog.engine.sessions import Sessions
@@ -69,9 +69,15 @@ from sagalog.replay.events import (
     stream_id,
 )
 from sagalog.replay.executor import Executor, StepTask, default_decode
-from sagalog.replay.folding import fold_events, load_state
-from sagalog.replay.saga import TERMINAL, SagaFold, SagaState, apply_event, ready_at
-from sagalog.storage import Journal, Schedule, Snapshot, check_stream_id, encode_value
+from sagalog.replay.saga import ENDING_TYPES, TERMINAL, SagaFold, SagaState, apply_event, ready_at
+from sagalog.storage import (
+    Event,
+    Journal,
+    Schedule,
+    Snapshot,
+    check_stream_id,
+    encode_value,
+)
 
 from sagalog.clock import SYSTEM_CLOCK, Clock
 from sagalog.errors import (
@@ -80,15 +86,11 @@ from sagalog.errors import (
     NonDeterminismError,
     NotFoundError,
     UnknownWorkflowError,
-    WorkflowCancelledError,
     WorkflowError,
-    WorkflowFailedError,
-    WorkflowParkedError,
 )
 
 _COMMIT_TRIES = 8
 _IN_USE_TYPE = "sagalog.errors.ChildWorkflowAlreadyStartedError"
-_APPENDED_KEPT = 4096
 _OUTCOMES = (StepCompleted, StepFailed, CompensationCompleted, CompensationFailed)
 
 
@@ -176,12 +178,6 @@ class Runner:
         """Advances that replayed the instance from the journal."""
         self.steps_run = 0
         """Step and compensation attempts run to an outcome."""
-        self.appended: deque[int] = deque(maxlen=_APPENDED_KEPT)
-        """Positions of the events this runner's commits appended, newest last (bounded):
-        a worker skips the wake-ups they cause (see :meth:`Worker._watch`)."""
-        self.appending = 0
-        """Commits on their way to the journal now."""
-        self._returned = anyio.Event()
         self._fold = SagaFold()
         self._locks: dict[str, anyio.Lock] = {}
         self._inflight: dict[str, dict[int, anyio.CancelScope]] = {}
@@ -243,10 +239,7 @@ class Runner:
         Raises:
             NotFoundError: there is no such instance.
         """
-        state, version = await load_state(self.journal, stream_id(instance_id), self._fold)
-        if version == 0:
-            raise NotFoundError(f"no workflow instance {instance_id!r}")
-        return state
+        return await describe(self.journal, self._fold, instance_id)
 
     async def result(self, instance_id: str, timeout: float | None = None) -> Any:
         """Wait until the instance ends and return its result (follows continue-as-new).
@@ -262,64 +255,11 @@ class Runner:
         """
         try:
             with anyio.fail_after(timeout):
-                return await self._await_result(instance_id)
+                return await await_result(self.journal, self._fold, instance_id, self.snapshot_every)
         except TimeoutError:
             raise TimeoutError(
                 f"workflow {instance_id!r} did not end within {timeout:g} seconds"
             ) from None
-
-    async def _await_result(self, instance_id: str) -> Any:
-        current = instance_id
-        state, position = await self._state_and_position(current)
-        while True:
-            if state.continued_as is not None:
-                current = state.continued_as
-                state, position = await self._state_and_position(current)
-                continue
-            match state.status:
-                case "completed":
-                    return default_decode("workflow", state.workflow, state.result or b"\xc0")
-                case "failed" | "compensated" | "compensation_failed":
-                    raise WorkflowFailedError(current, state.status, state.error_type, state.message)
-                case "cancelled":
-                    raise WorkflowCancelledError(current, state.message)
-                case "parked":
-                    raise WorkflowParkedError(current, state.parked_reason)
-            await self.journal.wait_for_notice(position, 1.0)
-            state, position = await self._catch_up(state, position)
-
-    async def _state_and_position(self, instance_id: str) -> tuple[SagaState, int]:
-        """The instance's state and the position of its last event.
-
-        A history shorter than a snapshot period is read and folded in one
-        query; a longer one starts from its snapshot (see :meth:`describe`).
-        """
-        stream = stream_id(instance_id)
-        limit = max(self.snapshot_every, 100)
-        first = await self.journal.read_stream(stream, 1, limit)
-        if not first:
-            raise NotFoundError(f"no workflow instance {instance_id!r}")
-        if len(first) < limit:
-            return fold_events(self._fold, self._fold.initial(stream), first), first[-1].position
-        state = await self.describe(instance_id)
-        last = await self.journal.read_stream(stream, state.version, 1)
-        return state, last[0].position if last else first[-1].position
-
-    async def _catch_up(self, state: SagaState, position: int) -> tuple[SagaState, int]:
-        """Fold the events appended to the instance since ``position`` (one query per wake-up).
-
-        ``position`` is the last position looked at. When the instance has no new
-        events, the wake-up came from another stream: page past it in the global
-        order, so the next wait does not return at once for the same events.
-        """
-        stream = stream_id(state.instance_id)
-        tail = await self.journal.read_stream(stream, state.version + 1)
-        if tail:
-            return fold_events(self._fold, state, tail), max(position, tail[-1].position)
-        page = await self.journal.read_all(position, 1000)
-        # Events of this stream in the page were appended after the read above.
-        mine = [e for e in page if e.stream_id == stream and e.version > state.version]
-        return fold_events(self._fold, state, mine), page[-1].position if page else position
 
     # -- signals, cancel, operators -----------------------------------------------
 
@@ -500,13 +440,6 @@ class Runner:
         except DecodingError:
             return first  # parked as undecodable: only the state seen on parking is readable
 
-    async def append_returned(self) -> bool:
-        """Wait until one of the commits on their way returns; False at once when none is."""
-        if not self.appending:
-            return False
-        await self._returned.wait()
-        return True
-
     async def preload(self, instance_ids: Sequence[str]) -> None:
         """Replay into the cache, reading them in one query, the instances not cached yet.
 
@@ -520,9 +453,18 @@ class Runner:
         if len(missing) < 2:
             return  # one query either way
         found = await self.journal.read_streams([stream_id(i) for i in missing])
-        for instance_id in missing:
-            stored = found.get(stream_id(instance_id))
+        await self.adopt({i: found.get(stream_id(i), []) for i in missing})
+
+    async def adopt(self, histories: Mapping[str, Sequence[Event]], limit: int | None = None) -> None:
+        """Replay into the cache instances whose events were just read (see :meth:`preload`).
+
+        ``limit``: the histories were read up to that many events, so one that
+        long may be cut short and is left to :meth:`advance`.
+        """
+        for instance_id, stored in histories.items():
             if not stored or instance_id in self.cache:
+                continue
+            if limit is not None and len(stored) >= limit:
                 continue
             if self.snapshot_every and len(stored) >= self.snapshot_every:
                 continue  # long histories load through their snapshot in advance()
@@ -666,7 +608,8 @@ class Runner:
             lags = [(now - ex.timers[seq]).total_seconds() for seq in fired]
             pending += [TimerFired(seq) for seq in fired]
             pending += [SignalTimedOut(seq) for seq in ex.due_timeouts(now)]
-            started, decisions = await self._commit(live, pending, start=tg is not None)
+            # Quiet: this runner holds the instance and goes on with it; no other worker is woken.
+            started, decisions = await self._commit(live, pending, start=tg is not None, quiet=True)
             for lag in lags:  # counted once recorded (a conflict replays and fires them again)
                 self.observer.timer_fired(live.workflow.name, lag)
             decided += decisions
@@ -898,7 +841,11 @@ class Runner:
             state = await self._readable_state(instance_id)
         event = WorkflowParked(reason, kind)  # type: ignore[arg-type]
         await self.journal.append(
-            stream_id(instance_id), state.version, [encode_event(event, self._meta)], schedule=Schedule(None)
+            stream_id(instance_id),
+            state.version,
+            [encode_event(event, self._meta)],
+            schedule=Schedule(None),
+            final=True,
         )
         self.observer.workflow_parked(state.workflow, kind)
         return apply_event(state, event, state.version + 1)
@@ -928,8 +875,10 @@ class Runner:
         *,
         start: bool,
         metadata: Mapping[str, str] | None = None,
+        quiet: bool = False,
     ) -> tuple[list[StepTask], list[WorkflowEvent]]:
-        """Append ``inputs``, the decisions they lead to and the attempts to start, as one batch."""
+        """Append ``inputs``, the decisions they lead to and the attempts to start, as one batch
+        (``quiet``: see ``Journal.append``)."""
         ex = live.executor
         now = self.clock.now()
         base = ex.version
@@ -962,9 +911,8 @@ class Runner:
         pairs = [(base + i, event) for i, event in enumerate(events, 1)]
         state = _fold(live.state, pairs)
         input_meta = {**live.meta, **metadata} if metadata else live.meta
-        self.appending += 1
         try:
-            stored = await self.journal.append(
+            await self.journal.append(
                 stream_id(ex.instance_id),
                 base,
                 [
@@ -972,15 +920,12 @@ class Runner:
                     for i, event in enumerate(events)
                 ],
                 schedule=Schedule(ready_at(state, now)),
+                quiet=quiet,
+                final=any(type(event).__name__ in ENDING_TYPES for event in events),
             )
-            self.appended.extend(event.position for event in stored)
         except BaseException:
             self.cache.pop(ex.instance_id, None)  # its executor is ahead of the journal now
             raise
-        finally:
-            self.appending -= 1
-            returned, self._returned = self._returned, anyio.Event()
-            returned.set()
         self._observe_commit(live, state, decisions)
         for _ in range(takeovers):
             self.observer.takeover(live.workflow.name)
@@ -1130,3 +1075,4 @@ def _still_valid(ex: Executor, event: WorkflowEvent) -> bool:
         child = ex.children.get(event.seq)
         return child is None or not child.done
     return True
+

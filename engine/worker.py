@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol
 
 import anyio
@@ -33,7 +34,7 @@ from sagalog.engine.worker_leases import LeaseBook, Outage
 from sagalog.engine.worker_metrics import WorkerMetrics
 from sagalog.engine.worker_settings import WorkerSettings, validate
 from sagalog.engine.workflow import Registry
-from sagalog.storage import Backoff, Journal
+from sagalog.storage import Backoff, Claim, Journal, Watch
 
 from sagalog.clock import SYSTEM_CLOCK, Clock
 from sagalog.errors import ConcurrencyError, DatabaseError, OperationalError
@@ -41,8 +42,6 @@ from sagalog.errors import ConcurrencyError, DatabaseError, OperationalError
 log = logging.getLogger("sagalog.worker")
 
 _WATCH_BACKOFF = Backoff(attempts=0, initial=0.2, maximum=5.0)
-_OWN_ROUNDS = 8
-_OWN_WAIT = 0.05
 READY_TIMEOUT = 5.0
 """Seconds /readyz waits for the database before it answers 503."""
 
@@ -74,36 +73,14 @@ class StreamHandler(Protocol):
         """(hits, misses) of the handler's sticky cache so far."""
         ...
 
-    async def prepare(self, stream_ids: Sequence[str]) -> None:
-        """Get ready to advance these freshly claimed streams (e.g. read them all in one query)."""
+    @property
+    def prefetch(self) -> int:
+        """Events of each claimed stream the worker should read with the claim (0: none)."""
         ...
 
-    def own_positions(self) -> list[int]:
-        """Positions of events the handler appended since the last call (may leave some out)."""
+    async def prepare(self, claims: Sequence[Claim]) -> None:
+        """Get ready to advance these freshly claimed streams (e.g. replay what the claim read)."""
         ...
-
-    async def append_returned(self) -> bool:
-        """Wait until one of the handler's appends on its way returns; False at once if none is."""
-        ...
-
-
-async def head_position(journal: Journal) -> int:
-    """The position of the namespace's newest event (0 when it has none).
-
-    The journal has no "head position" query, and reading every event to find
-    the end would take long on a big journal: gallop forward with one-row
-    reads (an index lookup each), then narrow down; about 2 log2(head) reads.
-    """
-    last, step = 0, 1024
-    while True:
-        beyond = await journal.read_all(last + step, 1)
-        if beyond:
-            last, step = beyond[0].position, step * 2
-            continue
-        nearer = await journal.read_all(last, 1)
-        if not nearer:
-            return last
-        last, step = nearer[0].position, max(1, step // 2)
 
 
 class Worker:
@@ -148,9 +125,7 @@ class Worker:
         self._draining = False
         self._stopped = False
         self._root: anyio.CancelScope | None = None
-        self._seen = -1
-        self._own: set[int] = set()
-        """Positions past ``_seen`` appended by this worker's handler (see :meth:`_skip_own`)."""
+        self._watching: Watch | None = None
         self._listening = anyio.Event()
         """Set while the claim loop waits for work: the watcher looks for events only then."""
 
@@ -263,16 +238,18 @@ class Worker:
                 continue
             want = min(free, settings.claim_batch)
             try:
-                if self._seen < 0:
+                if self._watching is None:
                     # Before the first claim, so nothing appended after it is missed.
-                    self._seen = await head_position(self._journal)
+                    self._watching = await self._journal.watch(work=True)
                 await self._flush_releases()
-                claims = await self._journal.claim(self.owner, settings.lease_seconds, want)
+                claims, next_due = await self._journal.claim_next(
+                    self.owner, settings.lease_seconds, want, read=self._handler.prefetch
+                )
             except OperationalError as exc:
                 await self._pause(self.outage.failed(exc), changed)
                 continue
             self.outage.recovered()
-            await self._prepare([c.stream_id for c in claims if c.stream_id not in self.leases])
+            await self._prepare([c for c in claims if c.stream_id not in self.leases])
             for claim in claims:
                 if claim.stream_id in self.leases:
                     continue  # our own lease ran out while working and we got it again
@@ -280,20 +257,20 @@ class Worker:
                 scope = self.leases.take(claim.stream_id)
                 work.start_soon(self._advance, claim.stream_id, scope, name=claim.stream_id)
             if len(claims) < want:
-                await self._wait_for_work(changed)
+                await self._wait_for_work(changed, self._timeout(next_due))
 
-    async def _prepare(self, stream_ids: list[str]) -> None:
+    async def _prepare(self, claims: list[Claim]) -> None:
         """Let the handler prefetch a claimed batch; a failure only loses the shortcut."""
-        if not stream_ids:
+        if not claims:
             return
         try:
-            await self._handler.prepare(stream_ids)
+            await self._handler.prepare(claims)
         except OperationalError as exc:
-            log.debug("prefetching %d claimed stream(s) failed: %s", len(stream_ids), exc)
+            log.debug("prefetching %d claimed stream(s) failed: %s", len(claims), exc)
         except Exception:
             # Only a shortcut: each advance loads its stream itself and reports
             # what is wrong with it there, so a bug here must not stop claiming.
-            log.warning("prefetching %d claimed stream(s) failed", len(stream_ids), exc_info=True)
+            log.warning("prefetching %d claimed stream(s) failed", len(claims), exc_info=True)
 
     async def _drain(self, work: anyio.abc.TaskGroup) -> None:
         with anyio.move_on_after(self.settings.grace_seconds):
@@ -330,14 +307,9 @@ class Worker:
 
     # -- waiting -------------------------------------------------------------
 
-    async def _wait_for_work(self, changed: anyio.Event) -> None:
+    async def _wait_for_work(self, changed: anyio.Event, timeout: float) -> None:
         """Sleep until work may be ready: ``changed`` (set by the watcher on others'
-        events, a freed slot or a shutdown), a due timer, or the poll."""
-        try:
-            timeout = await self._timeout()
-        except OperationalError as exc:
-            await self._pause(self.outage.failed(exc), changed)
-            return
+        events, a freed slot or a shutdown), a due timer (``timeout`` seconds), or the poll."""
         listening = self._listening
         listening.set()
         try:
@@ -359,30 +331,34 @@ class Worker:
         finally:
             self._listening = anyio.Event()
 
-    async def _timeout(self) -> float:
+    def _timeout(self, next_due: datetime | None) -> float:
+        """Seconds to sleep at most: until the next due row (as the claim saw it), or the poll.
+
+        A due row that we could not claim is leased by someone; only expiry
+        frees it, so the poll looks for that rather than spin (the claim
+        tells only rows due after it).
+        """
         poll = self.settings.poll_seconds
-        due = await self._journal.next_ready_at()
-        if due is None:
+        if next_due is None:
             return poll
-        # A due row that we could not claim is leased by someone; only expiry
-        # frees it, so poll for that rather than spin.
-        until_due = (due - self._clock.now()).total_seconds()
-        return min(poll, until_due) if until_due > 0 else poll
+        return max(0.0, min(poll, (next_due - self._clock.now()).total_seconds()))
 
     async def _watch(self) -> None:
         """Wake the claim loop when others append events, while it waits for work.
 
         One long-lived task rather than a wait raced against a timer on every
         sleep: a database wait is never cancelled half-way (that costs the
-        pool its connection), and while every slot is busy, or the worker is
-        working through claims, nobody reads the events this worker appends.
+        pool its connection). Our own commits (events whose ``worker`` is our
+        id) are skipped: the instances they belong to are ours already, and
+        claiming after each would cost a claim round per step for nothing.
         """
         failures = 0
         while True:
-            await self._listening.wait()  # the claim loop sets it only once _seen is known
+            await self._listening.wait()  # the claim loop sets it only once the watch exists
+            assert self._watching is not None
             try:
-                woken = await self._journal.wait_for_notice(self._seen, self.settings.poll_seconds)
-                if woken and not await self._skipped_own() and await self._foreign_events():
+                touches = await self._watching.next(self.settings.poll_seconds)
+                if any(t.worker != self.owner for t in touches):
                     self._notify()
             except OperationalError:
                 # The claim loop meets the outage too and reports it; just back off.
@@ -390,50 +366,6 @@ class Worker:
                 await anyio.sleep(_WATCH_BACKOFF.delay(failures))
             else:
                 failures = 0
-
-    async def _skipped_own(self) -> bool:
-        """:meth:`_skip_own`, giving our commits a few rounds of the event loop to finish first.
-
-        The notification of our own commit, or a look that finds its events,
-        races the commit's result (which carries the positions): while one of
-        our commits is on its way, waiting for it to return costs far less
-        than the query that reading the events back would.
-        """
-        for _ in range(_OWN_ROUNDS):
-            if self._skip_own():
-                return True
-            with anyio.move_on_after(_OWN_WAIT):
-                if not await self._handler.append_returned():
-                    return False  # nothing of ours on the way: the events are someone else's
-        return self._skip_own()
-
-    def _skip_own(self) -> bool:
-        """Move ``_seen`` over the events this worker appended itself, without reading them.
-
-        True when it moved: the next wait then looks only past our own events
-        (a foreign one among them leaves a gap, and is read as usual). Each of
-        our commits wakes the watcher; this saves the read of what it wrote.
-        """
-        start = self._seen
-        self._own.update(p for p in self._handler.own_positions() if p > start)
-        while self._seen + 1 in self._own:
-            self._seen += 1
-            self._own.discard(self._seen)
-        return self._seen > start
-
-    async def _foreign_events(self) -> bool:
-        """Read past ``_seen``: True when an event may have made work (not only our own appends).
-
-        Our own appends (metadata ``worker`` is our id) wake every waiter on
-        the journal; claiming after each of them would cost a claim round per
-        step for nothing, since the instances they belong to are ours already.
-        """
-        events = await self._journal.read_all(self._seen, 1000)
-        if not events:
-            return False
-        self._seen = events[-1].position
-        self._own = {p for p in self._own if p > self._seen}
-        return len(events) == 1000 or any(e.metadata.get("worker") != self.owner for e in events)
 
     async def _pause(self, seconds: float, changed: anyio.Event) -> None:
         """Wait ``seconds`` (after a database failure) or until ``changed`` (e.g. shutdown)."""

@@ -24,7 +24,7 @@ from sagalog.engine.worker_metrics import WorkerMetrics
 from sagalog.engine.worker_settings import WorkerSettings
 from sagalog.engine.workflow import Registry, load_modules
 from sagalog.replay.saga import ready_at
-from sagalog.storage import Journal, connect, redact_url
+from sagalog.storage import Claim, Journal, connect, redact_url
 
 from sagalog.clock import SYSTEM_CLOCK
 from sagalog.errors import OperationalError
@@ -33,6 +33,8 @@ log = logging.getLogger("sagalog.worker")
 
 WORKFLOW_PREFIX = "wf-"
 SESSION_PREFIX = "session-"
+PREFETCH = 100
+"""Events read with each claimed stream when the Runner keeps no snapshots."""
 
 
 class RunnerHandler:
@@ -70,21 +72,21 @@ class RunnerHandler:
         """The Runner's sticky-cache (hits, misses)."""
         return self.runner.cache_hits, self.runner.cache_misses
 
-    def own_positions(self) -> list[int]:
-        """Positions the Runner's commits appended since the last call."""
-        appended = self.runner.appended
-        positions = list(appended)
-        appended.clear()
-        return positions
+    @property
+    def prefetch(self) -> int:
+        """Events to read with each claim: up to a snapshot period (longer histories load
+        through their snapshot)."""
+        return self.runner.snapshot_every or PREFETCH
 
-    async def append_returned(self) -> bool:
-        """Wait for a Runner commit on its way to return; False at once if none is."""
-        return await self.runner.append_returned()
-
-    async def prepare(self, stream_ids: Sequence[str]) -> None:
-        """Replay the claimed workflow instances not cached yet, reading them in one query."""
-        ids = [s.removeprefix(WORKFLOW_PREFIX) for s in stream_ids if s.startswith(WORKFLOW_PREFIX)]
-        await self.runner.preload(ids)
+    async def prepare(self, claims: Sequence[Claim]) -> None:
+        """Replay the claimed workflow instances not cached yet from what the claim read
+        (or, when it read nothing, from one query)."""
+        workflows = [c for c in claims if c.stream_id.startswith(WORKFLOW_PREFIX)]
+        if all(c.events is not None for c in workflows):
+            histories = {c.stream_id.removeprefix(WORKFLOW_PREFIX): c.events or () for c in workflows}
+            await self.runner.adopt(histories, self.prefetch)
+            return
+        await self.runner.preload([c.stream_id.removeprefix(WORKFLOW_PREFIX) for c in workflows])
 
 
 def configure_logging(level: str, fmt: str = "auto") -> None:

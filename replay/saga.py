@@ -76,6 +76,19 @@ Status = Literal[
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "compensated", "cancelled"})
 """Statuses an instance never leaves (``compensation_failed`` waits for an operator)."""
 
+ENDING_TYPES: frozenset[str] = frozenset({
+    "WorkflowCompleted",
+    "WorkflowContinuedAsNew",
+    "WorkflowFailed",
+    "WorkflowCompensated",
+    "WorkflowCancelled",
+    "WorkflowParked",
+    "CompensationFailed",
+})
+"""Types of the events that can leave an instance where a caller awaiting its result stops
+waiting: ended, continued as new, parked or ``compensation_failed``. A client reads the
+instance again only after one of these was appended to it."""
+
 StepStatus = Literal["scheduled", "running", "retrying", "completed", "failed", "cancelled"]
 
 

@@ -15,6 +15,7 @@ from sagalog.storage.codec import (
 from sagalog.storage.group_commit import CommitObserver
 from sagalog.storage.journal import DEFAULT_MAX_PAYLOAD, Journal, check_stream_id
 from sagalog.storage.memory import MemoryRecorder
+from sagalog.storage.notices import UNKNOWN, Touch
 from sagalog.storage.recorder import AppendOutcome, AppendRequest, Recorder
 from sagalog.storage.records import (
     ANY_VERSION,
@@ -38,6 +39,7 @@ from sagalog.storage.urls import (
     open_recorder,
     redact_url,
 )
+from sagalog.storage.watch import Watch
 
 __all__ = [
     "ANY_VERSION",
@@ -45,6 +47,7 @@ __all__ = [
     "DEFAULT_NAMESPACE",
     "DEFAULT_URL",
     "NO_STREAM",
+    "UNKNOWN",
     "AppendOutcome",
     "AppendRequest",
     "Backoff",
@@ -61,6 +64,8 @@ __all__ = [
     "Snapshot",
     "StreamFilter",
     "StreamInfo",
+    "Touch",
+    "Watch",
     "WorkItem",
     "ZlibCodec",
     "check_stream_id",

@@ -11,6 +11,7 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 
+import msgspec
 from sagalog.storage.codec import IdentityCodec, PayloadCodec
 from sagalog.storage.group_commit import CommitObserver, GroupCommitter
 from sagalog.storage.recorder import AppendOutcome, AppendRequest, Recorder
@@ -27,12 +28,14 @@ from sagalog.storage.records import (
     WorkItem,
 )
 from sagalog.storage.retry import Backoff, retry_transient
+from sagalog.storage.watch import ReadWatch, Watch, head_position
 
 from sagalog.clock import SYSTEM_CLOCK, Clock
 from sagalog.errors import (
     ConcurrencyError,
     InvalidEventError,
     NotFoundError,
+    OperationalError,
     PayloadTooLargeError,
     UnknownNamespaceError,
 )
@@ -236,6 +239,8 @@ class Journal:
         events: Sequence[NewEvent],
         *,
         schedule: Schedule | None = None,
+        quiet: bool = False,
+        final: bool = False,
     ) -> list[Event]:
         """Append ``events`` to a stream in one transaction.
 
@@ -246,6 +251,11 @@ class Journal:
             events: at least one event.
             schedule: when given, the stream's work-index row changes in the
                 same transaction (``ready_at=None`` removes it).
+            quiet: the append makes no work for anyone but the caller, who
+                holds the stream's lease and goes on with it: workers watching
+                for work (``watch(work=True)``) are not told of it.
+            final: the append may end what others await (a workflow's end, say):
+                watchers of final appends (``watch(final=True)``) are told of it.
 
         Returns:
             The stored events with their versions and positions.
@@ -263,7 +273,8 @@ class Journal:
         else:
             stored = tuple(NewEvent(e.type, shared.codec.encode(e.payload), e.metadata) for e in events)
         request = AppendRequest(
-            self.namespace, stream_id, expected_version, stored, shared.clock.now(), schedule
+            self.namespace, stream_id, expected_version, stored, shared.clock.now(), schedule, quiet,
+            final,
         )
         outcome = await shared.committer.submit(request)
         if isinstance(outcome, ConcurrencyError):
@@ -373,11 +384,64 @@ class Journal:
     # -- the work index (derived; see Schedule) ----------------------------
 
     @retry_transient
-    async def claim(self, owner: str, lease_seconds: float, limit: int = 10) -> list[Claim]:
-        """Lease up to ``limit`` ready streams for ``lease_seconds``."""
+    async def claim(
+        self, owner: str, lease_seconds: float, limit: int = 10, *, read: int = 0
+    ) -> list[Claim]:
+        """Lease up to ``limit`` ready streams for ``lease_seconds``.
+
+        ``read``: also read the first ``read`` events of each claimed stream
+        (``Claim.events``); on PostgreSQL in the claim's own query, as of its
+        snapshot (a later append is newer than what was read, so an append
+        that expects the version read fails, as it should).
+        """
+        if read <= 0:
+            now = self._shared.clock.now()
+            until = now + timedelta(seconds=lease_seconds)
+            return await self._shared.recorder.claim(self.namespace, owner, now, until, limit)
+        claims, _ = await self._claim(owner, lease_seconds, limit, read, due=False)
+        return claims
+
+    @retry_transient
+    async def claim_next(
+        self, owner: str, lease_seconds: float, limit: int = 10, *, read: int = 0
+    ) -> tuple[list[Claim], datetime | None]:
+        """:meth:`claim`, and the earliest ``ready_at`` still in the future (None: none).
+
+        For a worker: what to work on now, and when to look again at the
+        latest (one query on PostgreSQL, with the reads).
+        """
+        return await self._claim(owner, lease_seconds, limit, read, due=True)
+
+    async def _claim(
+        self, owner: str, lease_seconds: float, limit: int, read: int, *, due: bool
+    ) -> tuple[list[Claim], datetime | None]:
         now = self._shared.clock.now()
         until = now + timedelta(seconds=lease_seconds)
-        return await self._shared.recorder.claim(self.namespace, owner, now, until, limit)
+        recorder = self._shared.recorder
+        native = getattr(recorder, "claim_next", None)
+        if native is not None:
+            claims, next_due = await native(self.namespace, owner, now, until, limit, read)
+            if not self._shared.identity and read > 0:
+                claims = [
+                    msgspec.structs.replace(c, events=tuple(self._decoded(e) for e in c.events or ()))
+                    for c in claims
+                ]
+            return claims, next_due
+        claims = await recorder.claim(self.namespace, owner, now, until, limit)
+        if claims and read > 0:
+            claims = await self._read_claimed(claims, read)
+        if not due:
+            return claims, None
+        return claims, await recorder.next_ready_at(self.namespace, now)
+
+    async def _read_claimed(self, claims: list[Claim], read: int) -> list[Claim]:
+        try:
+            found = await self.read_streams([c.stream_id for c in claims])
+        except OperationalError:
+            return claims  # the leases are taken: hand them over unread rather than lose them
+        return [
+            msgspec.structs.replace(c, events=tuple(found.get(c.stream_id, ())[:read])) for c in claims
+        ]
 
     @retry_transient
     async def renew(self, owner: str, stream_ids: Sequence[str], lease_seconds: float) -> list[str]:
@@ -447,17 +511,19 @@ class Journal:
             found.setdefault(event.stream_id, []).append(self._decoded(event))
         return found
 
-    async def wait_for_notice(self, after_position: int, timeout: float) -> bool:
-        """Like :meth:`wait_for_new`, but True may also mean only "something was appended".
+    async def watch(self, *, work: bool = False, final: bool = False) -> Watch:
+        """A :class:`~sagalog.storage.watch.Watch` of this namespace: what commits touch from now on.
 
-        On PostgreSQL a notification (an append anywhere in the store) ends
-        the wait without a query to check it; elsewhere this is
-        :meth:`wait_for_new`. For callers that read what changed next anyway
-        (a worker looking for work, a client awaiting a result): it saves a
-        query per wake-up. False only on timeout.
+        On PostgreSQL it reads the notifications' payloads (no query per
+        commit); elsewhere it reads the new events. For waiters that need to
+        know whose commit it was (a worker skips its own) or which stream it
+        touched (a client awaiting one instance). ``work``: only appends that
+        are not ``quiet`` need be told (a worker looking for work); ``final``:
+        only ``final`` appends need be (a client awaiting a result). A backend
+        without notifications tells them all.
         """
-        recorder = self._shared.recorder
-        notice = getattr(recorder, "wait_for_notice", None)
-        if notice is None:
-            return await recorder.wait_for_new(self.namespace, after_position, timeout)
-        return bool(await notice(self.namespace, after_position, timeout))
+        native = getattr(self._shared.recorder, "watch", None)
+        if native is not None:
+            watch: Watch = await native(self.namespace, work=work, final=final)
+            return watch
+        return ReadWatch(self, await head_position(self))

@@ -196,11 +196,11 @@ class MemoryRecorder:
             if row is not None and row[1] == owner:
                 row[1:] = [None, None]
 
-    async def next_ready_at(self, namespace: str) -> datetime | None:
+    async def next_ready_at(self, namespace: str, after: datetime | None = None) -> datetime | None:
         times = [
             row[0]
             for (ns, _), row in self._work.items()
-            if ns == namespace and isinstance(row[0], datetime)
+            if ns == namespace and isinstance(row[0], datetime) and (after is None or row[0] > after)
         ]
         return min(times, default=None)
 

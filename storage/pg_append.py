@@ -13,11 +13,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import chain, repeat
 from operator import floordiv, sub
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from psycopg import pq
 from psycopg.adapt import AdaptersMap, Dumper
+from sagalog.storage.notices import encode_notice
 from sagalog.storage.recorder import AppendOutcome, AppendRequest
 from sagalog.storage.records import ANY_VERSION, Event
 
@@ -37,11 +38,13 @@ _json = msgspec.json.Encoder()
 # transaction at a time, readers are never blocked, and group commit makes
 # the serialisation cheap (pyeventsourcing does the same). See
 # https://www.postgresql.org/docs/current/explicit-locking.html#LOCKING-TABLES
-# The batch travels as typed arrays in binary (%b), one per column.
+# The batch travels as typed arrays in binary (%b), one per column; the
+# last two arguments are the NOTIFY channels and payload (sql/003_notices.sql).
 APPEND = """
 SELECT previous, positions FROM sagalog_append_batch(
     %b::text[], %b::text[], %b::integer[], %b::timestamptz[], %b::integer[], %b::integer[],
-    %b::integer[], %b::integer[], %b::timestamptz[], %b::text[], %b::bytea[], %b::text[], %b)"""
+    %b::integer[], %b::integer[], %b::timestamptz[], %b::text[], %b::bytea[], %b::text[],
+    %b::text[], %b)"""
 
 # A batch of one request (the usual case when appenders are few) is one
 # prepared statement instead, chosen among the texts below by the shape of the
@@ -71,7 +74,8 @@ SELECT previous, positions FROM sagalog_append_batch(
 # * The work-index change reads the `inserted` CTE, so it happens only when
 #   events were written, after the advisory lock (the lock order of
 #   sql/001_journal.sql). pg_notify runs per returned row (PostgreSQL sends
-#   one notification per transaction for identical ones).
+#   one notification per transaction for identical ones), with the payload
+#   of sagalog.storage.notices.
 # * The version read goes no further back than a bound ($6): the expected
 #   version, or for ANY_VERSION the version this process last wrote to the
 #   stream (see Heads). A B-tree scan reads every entry of the stream on the
@@ -81,10 +85,10 @@ SELECT previous, positions FROM sagalog_append_batch(
 #   mismatch (the slower path below decides); with ANY_VERSION the INSERT
 #   either is right (the stream is empty) or collides on version 1.
 # Parameters (native placeholders, see append_one_statement): $1 namespace,
-# $2 stream, $3 recorded_at, $4 expected version, $5 NOTIFY channel, $6 the
-# bound; then the event ($7 type, $8 payload, $9 metadata) or the events ($7,
-# a JSON array of [type, payload (base64), metadata]); last, ready_at when the
-# work index is set.
+# $2 stream, $3 recorded_at, $4 expected version, $5 the NOTIFY channels
+# (see Channels), $6 the bound, $7 the NOTIFY payload; then the event ($8
+# type, $9 payload, $10 metadata) or the events ($8, a JSON array of [type,
+# payload (base64), metadata]); last, ready_at when the work index is set.
 _CURRENT = """(SELECT coalesce((SELECT version FROM events WHERE namespace = $1 AND stream_id = $2
                                     AND version >= $6::integer
                            ORDER BY version DESC LIMIT 1), 0) AS v) c"""
@@ -92,13 +96,13 @@ _GUARD = """$4::integer IN (-1, c.v)
    AND pg_advisory_xact_lock(610774892, 'events'::regclass::oid::integer) IS NOT NULL"""
 _INSERT_ONE = f"""
 INSERT INTO events (namespace, stream_id, version, type, payload, metadata, recorded_at)
-SELECT $1, $2, c.v + 1, $7, $8, $9::jsonb, $3
+SELECT $1, $2, c.v + 1, $8, $9, $10::jsonb, $3
   FROM {_CURRENT}
  WHERE {_GUARD}"""
 _INSERT_MANY = f"""
 INSERT INTO events (namespace, stream_id, version, type, payload, metadata, recorded_at)
 SELECT $1, $2, c.v + j.o::integer, j.e->>0, decode(j.e->>1, 'base64'), j.e->2, $3
-  FROM {_CURRENT}, jsonb_array_elements($7::jsonb) WITH ORDINALITY AS j(e, o)
+  FROM {_CURRENT}, jsonb_array_elements($8::jsonb) WITH ORDINALITY AS j(e, o)
  WHERE {_GUARD}
  ORDER BY j.o"""
 _SCHEDULE = """
@@ -110,7 +114,7 @@ _UNSCHEDULE = """
 unscheduled AS (
     DELETE FROM work_index
      WHERE namespace = $1 AND stream_id = $2 AND EXISTS (SELECT FROM inserted))"""
-_RETURNING = "position, version, pg_notify($5, '') IS NULL"
+_RETURNING = "position, version, (SELECT count(pg_notify(n, $7)) FROM unnest($5::text[]) AS n)"
 
 
 def _append_one_text(insert: str, work: str | None) -> str:
@@ -123,7 +127,7 @@ def _append_one_text(insert: str, work: str | None) -> str:
 
 
 APPEND_ONE = {
-    (many, kind): _append_one_text(insert, work and work.replace("{ready}", "8" if many else "10"))
+    (many, kind): _append_one_text(insert, work and work.replace("{ready}", "9" if many else "11"))
     for many, insert in ((False, _INSERT_ONE), (True, _INSERT_MANY))
     for kind, work in ((0, None), (1, _SCHEDULE), (2, _UNSCHEDULE))
 }
@@ -136,6 +140,31 @@ SELECT previous, positions FROM sagalog_append_one(
 
 MAX_CALL_BYTES = 32 * 1024 * 1024
 """Payload bytes per ``sagalog_append_batch`` call before a batch is split (see :func:`chunks`)."""
+
+
+class Channels(NamedTuple):
+    """The NOTIFY channels of one journal (names are database-wide: derived from the schema)."""
+
+    main: str
+    """Every commit (``wait_for_new``, a plain ``Journal.watch()``)."""
+    work: str
+    """Commits with an append that is not ``quiet``: they may make work for a worker."""
+    final: str
+    """Commits with a ``final`` append: they may end what someone awaits."""
+
+    @classmethod
+    def of(cls, main: str) -> Channels:
+        """The channels named after ``main``."""
+        return cls(main, f"{main}_w", f"{main}_f")
+
+    def told(self, requests: Sequence[AppendRequest]) -> list[str]:
+        """The channels a commit of ``requests`` notifies."""
+        told = [self.main]
+        if not all(r.quiet for r in requests):
+            told.append(self.work)
+        if any(r.final for r in requests):
+            told.append(self.final)
+        return told
 
 
 class BinaryArray(bytes):
@@ -307,7 +336,9 @@ class Heads:
 
 
 def append_arguments(
-    requests: Sequence[AppendRequest], channel: str, heads: Mapping[tuple[str, str], int] | None = None
+    requests: Sequence[AppendRequest],
+    channels: Channels,
+    heads: Mapping[tuple[str, str], int] | None = None,
 ) -> tuple[Any, ...]:
     """The arguments of ``sagalog_append_batch`` (see sql/002_append_arrays.sql), in order.
 
@@ -375,27 +406,43 @@ def append_arguments(
         text_array([e.type for e in events]),
         bytea_array([e.payload for e in events]),
         json_text_array(list(map(_json.encode, [e.metadata for e in events]))),
-        channel,
+        channels.told(requests),
+        notice(requests),
     )
 
 
+LISTED = 48
+"""Requests a commit's notice lists stream by stream at most (beyond, namespaces only)."""
+
+
+def notice(requests: Sequence[AppendRequest]) -> str:
+    """The NOTIFY payload of a commit of ``requests`` (see :mod:`sagalog.storage.notices`).
+
+    A big batch would not fit one notification stream by stream anyway: it
+    is told by namespace and worker without building the long list first.
+    """
+    if len(requests) <= LISTED:
+        return encode_notice([(r.namespace, r.stream_id, r.events) for r in requests])
+    return encode_notice([(r.namespace, None, r.events) for r in requests])
+
+
 def calls(
-    requests: Sequence[AppendRequest], channel: str, heads: Mapping[tuple[str, str], int]
+    requests: Sequence[AppendRequest], channels: Channels, heads: Mapping[tuple[str, str], int]
 ) -> Iterator[tuple[Sequence[AppendRequest], tuple[Any, ...]]]:
     """The calls of ``sagalog_append_batch`` for ``requests``: (requests, arguments) each.
 
     One call unless the payloads pass MAX_CALL_BYTES; then :func:`chunks`.
     """
-    arguments = append_arguments(requests, channel, heads)
+    arguments = append_arguments(requests, channels, heads)
     if payload_bytes(arguments[PAYLOADS]) <= MAX_CALL_BYTES:
         yield requests, arguments
         return
     for chunk in chunks(requests):
-        yield chunk, append_arguments(chunk, channel, heads)
+        yield chunk, append_arguments(chunk, channels, heads)
 
 
 def append_one_statement(
-    request: AppendRequest, channel: str, heads: Mapping[tuple[str, str], int]
+    request: AppendRequest, channels: Channels, heads: Mapping[tuple[str, str], int]
 ) -> tuple[str, tuple[Any, ...]]:
     """The statement (from APPEND_ONE) and parameters for a batch of one request.
 
@@ -411,8 +458,9 @@ def append_one_statement(
         request.stream_id,
         request.recorded_at,
         expected,
-        channel,
+        channels.told([request]),
         heads.get((request.namespace, request.stream_id), 0) if expected == ANY_VERSION else expected,
+        encode_notice([(request.namespace, request.stream_id, events)]),
     )
     params: tuple[Any, ...]
     if len(events) == 1:
@@ -456,7 +504,7 @@ def one_outcome(request: AppendRequest, rows: Sequence[Sequence[Any]]) -> list[E
             namespace=request.namespace,
             recorded_at=request.recorded_at,
         )
-        for (position, version, _), event in zip(rows, request.events, strict=True)
+        for (position, version, *_), event in zip(rows, request.events, strict=True)
     ]
 
 

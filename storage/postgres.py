@@ -29,9 +29,11 @@ import psycopg_pool
 from psycopg import pq
 from psycopg.rows import TupleRow
 from sagalog.storage import migrations
+from sagalog.storage.notices import encode_notice
 from sagalog.storage.pg_append import (
     APPEND,
     APPEND_LOCKED,
+    Channels,
     Heads,
     append_locked_arguments,
     append_one_statement,
@@ -40,7 +42,7 @@ from sagalog.storage.pg_append import (
     one_outcome,
     register_dumpers,
 )
-from sagalog.storage.pg_listen import Waker
+from sagalog.storage.pg_listen import NoticeWatch, Waker
 from sagalog.storage.recorder import AppendOutcome, AppendRequest
 from sagalog.storage.records import (
     ANY_VERSION,
@@ -94,6 +96,34 @@ WHERE (%(since)s::timestamptz IS NULL OR l.recorded_at >= %(since)s)
 ORDER BY l.recorded_at DESC, s.stream_id DESC
 LIMIT %(limit)s OFFSET %(offset)s"""
 
+# The claim of `claim` (below), with each claimed stream's first events read
+# in the same statement (a worker replays what it claimed without another
+# round trip), and one more row, with a NULL stream id, whose second column
+# is the earliest ready_at still in the future: how long the worker may
+# sleep. The caller orders the rows.
+CLAIM_NEXT = f"""
+WITH ready AS (
+    SELECT stream_id FROM work_index
+    WHERE namespace = %(ns)s AND ready_at <= %(now)s
+      AND (lease_owner IS NULL OR lease_expires_at <= %(now)s)
+    ORDER BY ready_at, stream_id LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED),
+claimed AS (
+    UPDATE work_index w SET lease_owner = %(owner)s, lease_expires_at = %(until)s
+    FROM ready WHERE w.namespace = %(ns)s AND w.stream_id = ready.stream_id
+    RETURNING w.stream_id, w.ready_at)
+(SELECT c.stream_id, c.ready_at, {", ".join("e." + c for c in EVENT_COLUMNS.split(", "))}
+   FROM claimed c
+   LEFT JOIN LATERAL (
+       SELECT {EVENT_COLUMNS} FROM events
+        WHERE namespace = %(ns)s AND stream_id = c.stream_id
+        ORDER BY version LIMIT %(read)s) e ON true)
+UNION ALL
+SELECT NULL, (SELECT min(ready_at) FROM work_index WHERE namespace = %(ns)s AND ready_at > %(now)s),
+       {", ".join(["NULL"] * 8)}"""
+
+TELL = "SELECT count(pg_notify(n, %s)) FROM unnest(%s::text[]) AS n"
+
 HAS_AFTER = "SELECT EXISTS (SELECT 1 FROM events WHERE namespace = %s AND position > %s)"
 
 
@@ -109,6 +139,10 @@ def describe(url: str) -> str:
 def utc(value: datetime) -> datetime:
     """A timestamptz from the driver, in UTC like the other backends return it."""
     return value.astimezone(UTC)
+
+
+def _version(event: Event) -> int:
+    return event.version
 
 
 def like_escape(text: str) -> str:
@@ -137,8 +171,8 @@ class PostgresRecorder:
     def __init__(self, pool: psycopg_pool.AsyncConnectionPool[Conn], url: str, channel: str):
         self._pool = pool
         self.description = describe(url)
-        self._channel = channel
-        self._waker = Waker(url, channel)
+        self._channels = Channels.of(channel)
+        self._waker = Waker(url)
         self._url = url
         # Appends go through one connection of their own while it is free:
         # the Journal's group committer sends one batch at a time, and a
@@ -248,7 +282,7 @@ class PostgresRecorder:
         if len(requests) == 1:
             return [await self._append_one(conn, requests[0], cursor)]
         outcomes: list[AppendOutcome] = []
-        for chunk, arguments in calls(requests, self._channel, self._heads.versions):
+        for chunk, arguments in calls(requests, self._channels, self._heads.versions):
             if len(chunk) == 1:
                 outcomes.append(await self._append_one(conn, chunk[0], None))
                 continue
@@ -271,7 +305,7 @@ class PostgresRecorder:
 
         ``cur``: a binary raw cursor of ``conn`` to reuse, or None for a new one.
         """
-        query, params = append_one_statement(request, self._channel, self._heads.versions)
+        query, params = append_one_statement(request, self._channels, self._heads.versions)
         if cur is None:
             cur = psycopg.AsyncRawCursor(conn)
             cur.format = pq.Format.BINARY
@@ -290,11 +324,18 @@ class PostgresRecorder:
                 return one_outcome(request, rows)
         # Nothing written: decide again on fresh data, under the events lock.
         locked = conn.cursor(binary=True)
-        await locked.execute(APPEND_LOCKED, append_locked_arguments(request, self._channel))
+        await locked.execute(APPEND_LOCKED, append_locked_arguments(request, self._channels.main))
         row = await locked.fetchone()
         assert row is not None
         outcome = append_outcomes([request], [row[0]], row[1] or [])[0]
         self._heads.update([request], [outcome])
+        if row[1]:
+            # sagalog_append_one (001) notifies the main channel only, with no
+            # payload: tell the others now, in a transaction of their own.
+            told = self._channels.told([request])[1:]
+            if told:
+                payload = encode_notice([(request.namespace, request.stream_id, request.events)])
+                await locked.execute(TELL, (payload, told))
         return outcome
 
     # -- reading ---------------------------------------------------------------
@@ -355,6 +396,7 @@ class PostgresRecorder:
     async def wait_for_new(self, namespace: str, after_position: int, timeout: float) -> bool:
         if timeout <= 0:
             return bool(await self._one(HAS_AFTER, (namespace, after_position)))
+        await self._waker.listen(self._channels.main)
         with anyio.move_on_after(timeout):  # the loop's first look is the only one needed
             while True:
                 seen = self._waker.generation()
@@ -428,6 +470,35 @@ class PostgresRecorder:
         claims = [Claim(stream_id, utc(ready), owner, lease_until) for stream_id, ready in rows]
         return sorted(claims, key=lambda c: (c.ready_at, c.stream_id))
 
+    async def claim_next(
+        self, namespace: str, owner: str, now: datetime, lease_until: datetime, limit: int, read: int
+    ) -> tuple[list[Claim], datetime | None]:
+        """:meth:`claim`, the first ``read`` events of each claimed stream, and the next
+        ``ready_at`` after ``now`` in the namespace (None: none), in one query."""
+        params = {"ns": namespace, "now": now, "limit": limit, "owner": owner, "until": lease_until,
+                  "read": read}  # fmt: skip
+        with self._errors():
+            async with self._pool.connection() as conn:
+                cur = conn.cursor(binary=True)
+                await cur.execute(CLAIM_NEXT, params)
+                rows = await cur.fetchall()
+        next_due: datetime | None = None
+        claims: dict[str, tuple[datetime, list[Event]]] = {}
+        for stream_id, ready, *event in rows:
+            if stream_id is None:  # the row that says when the next stream is due
+                next_due = ready
+                continue
+            _, events = claims.setdefault(stream_id, (utc(ready), []))
+            if event[0] is not None:
+                events.append(to_event(event))
+        found = [
+            Claim(stream_id, ready, owner, lease_until,
+                  tuple(sorted(events, key=_version)) if read > 0 else None)
+            for stream_id, (ready, events) in claims.items()
+        ]  # fmt: skip
+        found.sort(key=lambda c: (c.ready_at, c.stream_id))
+        return found, None if next_due is None else utc(next_due)
+
     async def renew(
         self, namespace: str, owner: str, stream_ids: Sequence[str], lease_until: datetime
     ) -> list[str]:
@@ -458,10 +529,16 @@ class PostgresRecorder:
             {"ns": namespace, "owner": owner, "ids": list(stream_ids)},
         )
 
-    async def next_ready_at(self, namespace: str) -> datetime | None:
-        found = await self._one(
-            "SELECT min(ready_at) FROM work_index WHERE namespace = %s", (namespace,)
-        )
+    async def next_ready_at(self, namespace: str, after: datetime | None = None) -> datetime | None:
+        if after is None:
+            found = await self._one(
+                "SELECT min(ready_at) FROM work_index WHERE namespace = %s", (namespace,)
+            )
+        else:
+            found = await self._one(
+                "SELECT min(ready_at) FROM work_index WHERE namespace = %s AND ready_at > %s",
+                (namespace, after),
+            )
         return None if found is None else utc(found)
 
     async def clear_work_index(self, namespace: str) -> None:
@@ -526,22 +603,12 @@ class PostgresRecorder:
         )
         return await self._events(query, (namespace, list(stream_ids)))
 
-    async def wait_for_notice(self, namespace: str, after_position: int, timeout: float) -> bool:
-        """Like :meth:`wait_for_new`, but a notification ends the wait unchecked (True).
-
-        For callers that read what changed right after waking anyway: the
-        look after each notification would only repeat theirs. Looks again
-        only when the listen connection polls (no notification came).
-        """
-        with anyio.move_on_after(timeout):
-            while True:
-                seen = self._waker.generation()
-                if await self._one(HAS_AFTER, (namespace, after_position)):
-                    return True
-                await self._waker.wait(seen)
-                if seen.is_set():
-                    return True
-        return False
+    async def watch(self, namespace: str, *, work: bool = False, final: bool = False) -> NoticeWatch:
+        """A watch of ``namespace`` that reads the notifications' payloads (see ``Journal.watch``)."""
+        channels = self._channels
+        channel = channels.final if final else channels.work if work else channels.main
+        await self._waker.listen(channel)
+        return NoticeWatch(self._waker, namespace, channel)
 
 
 async def _configure(conn: Conn) -> None:

@@ -39,6 +39,12 @@ class AppendRequest(msgspec.Struct, frozen=True):
     recorded_at: datetime
     schedule: Schedule | None = None
     """When set, the stream's work-index row changes in the same transaction."""
+    quiet: bool = False
+    """The append makes no work for anyone but its writer (who holds the stream's lease):
+    workers looking for work are not woken by it (see ``Journal.append``)."""
+    final: bool = False
+    """The append may end what others await (a workflow's end): watchers of final
+    appends are told (see ``Journal.append``)."""
 
 
 AppendOutcome = list[Event] | ConcurrencyError
@@ -126,8 +132,9 @@ class Recorder(Protocol):
         """Give up ``owner``'s leases so any worker may claim those streams at once."""
         ...
 
-    async def next_ready_at(self, namespace: str) -> datetime | None:
-        """The earliest ``ready_at`` in the work index (leased or not), or None."""
+    async def next_ready_at(self, namespace: str, after: datetime | None = None) -> datetime | None:
+        """The earliest ``ready_at`` in the work index (leased or not; later than ``after``
+        when given), or None."""
         ...
 
     async def clear_work_index(self, namespace: str) -> None:

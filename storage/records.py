@@ -117,6 +117,9 @@ class Claim(msgspec.Struct, frozen=True):
     """The worker holding the lease."""
     lease_expires_at: datetime
     """When another worker may take it over unless renewed."""
+    events: tuple[Event, ...] | None = None
+    """The stream's first events, read with the claim when asked (``Journal.claim(read=n)``,
+    at most ``n`` of them); None when not read."""
 
 
 class WorkItem(msgspec.Struct, frozen=True):

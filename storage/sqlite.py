@@ -427,8 +427,14 @@ class _Database:
                 [(namespace, stream_id, owner) for stream_id in stream_ids],
             )
 
-    def next_ready_at(self, namespace: str) -> datetime | None:
-        row = self.conn.execute("SELECT MIN(ready_at) FROM work WHERE namespace = ?", (namespace,))
+    def next_ready_at(self, namespace: str, after: datetime | None = None) -> datetime | None:
+        if after is None:
+            row = self.conn.execute("SELECT MIN(ready_at) FROM work WHERE namespace = ?", (namespace,))
+        else:
+            row = self.conn.execute(
+                "SELECT MIN(ready_at) FROM work WHERE namespace = ? AND ready_at > ?",
+                (namespace, to_micros(after)),
+            )
         found = row.fetchone()[0]
         return None if found is None else from_micros(found)
 
@@ -597,9 +603,10 @@ class SqliteRecorder:
         """Give up ``owner``'s leases so any worker may claim those streams at once."""
         await self._call(self._db.release, namespace, owner, stream_ids)
 
-    async def next_ready_at(self, namespace: str) -> datetime | None:
-        """The earliest ``ready_at`` in the work index (leased or not), or None."""
-        return await self._call(self._db.next_ready_at, namespace)
+    async def next_ready_at(self, namespace: str, after: datetime | None = None) -> datetime | None:
+        """The earliest ``ready_at`` in the work index (leased or not; later than ``after``
+        when given), or None."""
+        return await self._call(self._db.next_ready_at, namespace, after)
 
     async def clear_work_index(self, namespace: str) -> None:
         """Delete the namespace's work index (before a rebuild from events)."""

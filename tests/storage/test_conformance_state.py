@@ -165,6 +165,50 @@ async def test_work_index_claims_ready_streams_oldest_first(
     assert [c.stream_id for c in await journal.claim("w3", 30)] == ["wf-late"]
 
 
+async def test_a_claim_can_read_the_first_events_of_what_it_claimed(
+    timed_journal: Journal, clock: ManualClock
+) -> None:
+    journal, t0 = timed_journal, clock.now()
+    await journal.append("wf-long", NO_STREAM, new("A", "B", "C", "D"), schedule=Schedule(t0))
+    await journal.append("wf-short", NO_STREAM, new("A"), schedule=Schedule(t0 + timedelta(seconds=1)))
+    await journal.append("wf-later", NO_STREAM, new("A"), schedule=Schedule(t0 + timedelta(seconds=60)))
+    clock.advance(2)
+    claims = await journal.claim("w1", 30, read=3)
+    assert [(c.stream_id, [(e.version, e.type) for e in c.events or ()]) for c in claims] == [
+        ("wf-long", [(1, "A"), (2, "B"), (3, "C")]),  # the first three only
+        ("wf-short", [(1, "A")]),
+    ]
+    stored = await journal.read_stream("wf-long")
+    assert claims[0].events == tuple(stored[:3])  # the same records a read gives
+    assert all(c.lease_owner == "w1" for c in claims)
+    assert await journal.claim("w2", 30, read=3) == []  # leased: nothing more to claim
+
+
+async def test_claim_next_tells_when_the_next_stream_is_due(
+    timed_journal: Journal, clock: ManualClock
+) -> None:
+    journal, t0 = timed_journal, clock.now()
+    assert await journal.claim_next("w1", 30) == ([], None)
+    await journal.append("wf-now", NO_STREAM, new("A"), schedule=Schedule(t0))
+    await journal.append("wf-soon", NO_STREAM, new("A"), schedule=Schedule(t0 + timedelta(seconds=5)))
+    await journal.append("wf-later", NO_STREAM, new("A"), schedule=Schedule(t0 + timedelta(seconds=9)))
+    claims, next_due = await journal.claim_next("w1", 30, read=10)
+    assert [(c.stream_id, len(c.events or ())) for c in claims] == [("wf-now", 1)]
+    assert next_due == t0 + timedelta(seconds=5)
+    claims, next_due = await journal.claim_next("w2", 30)
+    assert (claims, next_due) == ([], t0 + timedelta(seconds=5))  # a leased row is not "next"
+    clock.advance(6)
+    claims, next_due = await journal.claim_next("w2", 30)
+    assert ([c.stream_id for c in claims], next_due) == (["wf-soon"], t0 + timedelta(seconds=9))
+    assert claims[0].events is None  # nothing read unless asked
+
+
+async def test_a_claim_reads_nothing_unless_asked(timed_journal: Journal, clock: ManualClock) -> None:
+    await timed_journal.append("wf-a", NO_STREAM, new("A"), schedule=Schedule(clock.now()))
+    [claim] = await timed_journal.claim("w1", 30)
+    assert claim.events is None
+
+
 async def test_concurrent_claimers_never_share_a_stream(journal: Journal, peer: Journal) -> None:
     ready = journal.clock.now() - timedelta(seconds=1)
     streams = [f"wf-{i}" for i in range(20)]
@@ -248,6 +292,9 @@ async def test_zlib_codec_round_trip(journal: Journal) -> None:
     assert event.payload == payload
     assert [e.payload for e in await zipped.read_stream("wf-1")] == [payload]
     assert [e.payload for e in await zipped.read_all()] == [payload]
+    await zipped.append("wf-2", NO_STREAM, [NewEvent("A", payload)], schedule=Schedule(zipped.clock.now()))
+    [claim] = await zipped.claim("w", 30, read=5)
+    assert [e.payload for e in claim.events or ()] == [payload]
     [stored] = await journal.read_stream("wf-1")  # without the codec: the bytes as stored
     assert stored.payload != payload and zlib.decompress(stored.payload) == payload
 

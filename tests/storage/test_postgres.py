@@ -108,7 +108,7 @@ async def test_an_unmigrated_schema_is_refused_with_the_command_to_run(pg_url: s
     with pytest.raises(ProgrammingError) as caught:
         await connect(pg_url, migrate=False)
     message = str(caught.value)
-    assert "is not migrated (missing 001_journal, 002_append_arrays)" in message
+    assert "is not migrated (missing 001_journal, 002_append_arrays, 003_notices)" in message
     assert "sagalog admin migrate" in message
 
 
@@ -124,7 +124,7 @@ async def test_concurrent_migrations_apply_each_file_once(pg_url: str) -> None:
             tg.start_soon(lambda: _open_and_close(pg_url))
     with raw(pg_url) as conn:
         rows = conn.execute("SELECT version, name FROM schema_migrations").fetchall()
-    assert sorted(rows) == [(1, "journal"), (2, "append_arrays")]
+    assert sorted(rows) == [(1, "journal"), (2, "append_arrays"), (3, "notices")]
     journal = await connect(pg_url, migrate=False)  # migrated: accepted
     await journal.close()
 
@@ -155,7 +155,7 @@ async def test_a_journal_written_before_002_is_upgraded_and_appended_to(pg_url: 
         )
     with pytest.raises(ProgrammingError, match="missing 002_append_arrays"):
         await connect(pg_url, migrate=False)
-    assert await migrations.migrate_url(pg_url) == ["002_append_arrays"]
+    assert await migrations.migrate_url(pg_url) == ["002_append_arrays", "003_notices"]
     journal = await connect(pg_url, migrate=False)
     try:
         outcomes = await journal.recorder.append_batch([
@@ -233,7 +233,8 @@ async def test_a_version_hint_speeds_the_read_and_never_changes_the_version(
         pg_append.register_dumpers(conn.adapters)
         for requests in (distinct, repeated):
             cur = conn.cursor(binary=True)
-            await cur.execute(pg_append.APPEND, pg_append.append_arguments(requests, "test", heads))
+            arguments = pg_append.append_arguments(requests, pg_append.Channels.of("test"), heads)
+            await cur.execute(pg_append.APPEND, arguments)
             row = await cur.fetchone()
             assert row is not None
             assert not any(isinstance(o, ConcurrencyError) for o in pg_append.append_outcomes(requests, *row))

@@ -15,9 +15,9 @@ from typing import Any
 
 import anyio
 import pytest
-from sagalog.engine.worker import Outcome, Worker, head_position
+from sagalog.engine.worker import Outcome, Worker
 from sagalog.engine.worker_settings import WorkerSettings
-from sagalog.storage import NO_STREAM, Journal, NewEvent, Schedule, connect, open_recorder
+from sagalog.storage import NO_STREAM, Claim, Journal, NewEvent, Schedule, connect, open_recorder
 
 from sagalog.clock import ManualClock
 from sagalog.errors import OperationalError
@@ -54,14 +54,10 @@ class Stepper:
     def cache_counts(self) -> tuple[int, int]:
         return (7, 3)
 
-    async def prepare(self, stream_ids: Sequence[str]) -> None:
+    prefetch = 0
+
+    async def prepare(self, claims: Sequence[Claim]) -> None:
         pass
-
-    def own_positions(self) -> list[int]:
-        return []
-
-    async def append_returned(self) -> bool:
-        return False
 
 
 async def make_ready(journal: Journal, count: int, prefix: str = "wf-") -> list[str]:
@@ -340,12 +336,6 @@ async def _get(port: int, path: str) -> bytes:
     return b"".join(chunks)
 
 
-@pytest.mark.parametrize("count", [0, 1, 2, 1023, 1024, 1025, 5000])
-async def test_head_position_finds_the_newest_event(count: int) -> None:
-    journal = await connect("memory://")
-    if count:
-        await journal.append("wf-x", NO_STREAM, [NewEvent("E", b"")] * count)
-    assert await head_position(journal) == count
 
 
 async def test_an_outage_longer_than_the_lease_gives_up_the_work_in_flight() -> None:

@@ -1,0 +1,148 @@
+"""Notices: what a commit touched, told to listeners without a query (PostgreSQL NOTIFY).
+
+Every append transaction on PostgreSQL sends one notification whose payload
+lists, for each stream it appended to, the namespace, the stream, the event
+types and the ``worker`` metadata of its events (:func:`encode_notice`).
+Listeners decode it into :class:`Touch` records and look at the store only
+when a commit concerns them: a worker skips its own commits, a client
+awaiting a result reads its instance only when an event that may end it was
+appended.
+
+A notice is a hint, never the data: a payload that says nothing (empty, from
+a client of an earlier version, or too big to list its streams) decodes to
+touches with unknown fields, and whoever receives one looks for itself.
+:class:`NoticeLog` keeps the last notices received for cursors to page
+through, in bounded memory: a cursor that fell behind gets :data:`UNKNOWN`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Sequence
+
+import anyio
+import msgspec
+from sagalog.storage.records import Event, NewEvent
+
+
+class Touch(msgspec.Struct, frozen=True, array_like=True):
+    """A stream (or a part of the store) a commit appended to. ``None``: unknown."""
+
+    namespace: str | None
+    stream_id: str | None
+    """None: some streams of ``namespace``, not listed."""
+    types: tuple[str, ...] | None
+    """The types of the events appended to the stream (None: not listed)."""
+    worker: str | None
+    """The ``worker`` metadata of those events ("" when they have none; None:
+    unknown, or different among them)."""
+
+    def may_be(self, namespace: str, stream_id: str | None = None) -> bool:
+        """True when this touch may concern ``namespace`` (and ``stream_id``, if given)."""
+        if self.namespace is not None and self.namespace != namespace:
+            return False
+        return stream_id is None or self.stream_id is None or self.stream_id == stream_id
+
+
+UNKNOWN = Touch(None, None, None, None)
+"""A commit (or several) about which nothing is known: look."""
+
+MAX_PAYLOAD = 7900
+"""Bytes of payload at most (PostgreSQL refuses NOTIFY payloads of 8,000 bytes or more)."""
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(list[Touch]).decode
+
+
+def _worker(events: Sequence[NewEvent]) -> str | None:
+    first = events[0].metadata.get("worker", "")
+    if all(e.metadata.get("worker", "") == first for e in events[1:]):
+        return first
+    return None
+
+
+def encode_notice(appends: Iterable[tuple[str, str | None, Sequence[NewEvent]]]) -> str:
+    """The NOTIFY payload of a commit of ``appends``: (namespace, stream, events) each.
+
+    A stream of None leaves the stream and types out (the namespace and
+    worker are told). When the list would not fit a notification, each
+    namespace is told once per worker, without streams or types; when even
+    that does not fit, the payload says nothing.
+    """
+    touches = list(dict.fromkeys(
+        Touch(namespace, stream_id, None if stream_id is None else tuple(e.type for e in events),
+              _worker(events))
+        for namespace, stream_id, events in appends
+    ))
+    payload = _encode(touches)
+    if len(payload) <= MAX_PAYLOAD:
+        return payload.decode()
+    broad = list(dict.fromkeys(Touch(t.namespace, None, None, t.worker) for t in touches))
+    payload = _encode(broad)
+    return payload.decode() if len(payload) <= MAX_PAYLOAD else ""
+
+
+def decode_notice(payload: str) -> list[Touch]:
+    """The touches a payload lists; ``[UNKNOWN]`` for one that says nothing or cannot be read."""
+    if not payload:
+        return [UNKNOWN]
+    try:
+        touches = _decode(payload)
+    except msgspec.DecodeError:
+        return [UNKNOWN]
+    return touches or [UNKNOWN]
+
+
+def touches_of(events: Iterable[Event]) -> list[Touch]:
+    """What reading ``events`` tells, as touches (one per event)."""
+    return [
+        Touch(e.namespace, e.stream_id, (e.type,), e.metadata.get("worker", "")) for e in events
+    ]
+
+
+class NoticeLog:
+    """The last notices received, numbered in arrival order, for cursors to page through.
+
+    Keeps at most ``keep`` notices: a cursor that has not looked for longer
+    gets :data:`UNKNOWN` in place of what it missed.
+    """
+
+    def __init__(self, keep: int = 4096) -> None:
+        self._keep = keep
+        self._notices: deque[tuple[str | None, list[Touch]]] = deque()
+        self._first = 0
+        """The number of the oldest notice kept."""
+        self._arrived = anyio.Event()
+
+    @property
+    def end(self) -> int:
+        """The number the next notice will get: a new cursor starts here."""
+        return self._first + len(self._notices)
+
+    def arrival(self) -> anyio.Event:
+        """An event set by the next notice; take it *before* looking at the log."""
+        return self._arrived
+
+    def add(self, channel: str | None, touches: list[Touch]) -> None:
+        """Record a notice of ``channel`` (None: of every channel) and wake whoever waits."""
+        self._notices.append((channel, touches))
+        if len(self._notices) > self._keep:
+            self._notices.popleft()
+            self._first += 1
+        self._arrived.set()
+        self._arrived = anyio.Event()
+
+    def since(self, number: int, channel: str) -> list[Touch]:
+        """The touches of ``channel``'s notices from ``number`` on (``[UNKNOWN]`` first if some are gone)."""
+        if number >= self.end:
+            return []
+        if number < self._first:
+            missed = [UNKNOWN]
+            number = self._first
+        else:
+            missed = []
+        for index in range(number - self._first, len(self._notices)):
+            told, touches = self._notices[index]
+            if told is None or told == channel:
+                missed.extend(touches)
+        return missed
