@@ -56,30 +56,35 @@ _decode = msgspec.json.Decoder(list[Touch]).decode
 
 def _worker(events: Sequence[NewEvent]) -> str | None:
     first = events[0].metadata.get("worker", "")
-    if all(e.metadata.get("worker", "") == first for e in events[1:]):
+    if len(events) == 1 or all(e.metadata.get("worker", "") == first for e in events[1:]):
         return first
     return None
 
 
-def encode_notice(appends: Iterable[tuple[str, str | None, Sequence[NewEvent]]]) -> str:
+def encode_broad_notice(appends: Iterable[tuple[str, Sequence[NewEvent]]]) -> str:
+    """The NOTIFY payload of a commit of ``appends`` (namespace, events) told by namespace
+    and worker only: what :func:`encode_notice` falls back to, without listing first."""
+    pairs = dict.fromkeys((namespace, _worker(events)) for namespace, events in appends)
+    payload = _encode([Touch(namespace, None, None, worker) for namespace, worker in pairs])
+    return payload.decode() if len(payload) <= MAX_PAYLOAD else ""
+
+
+def encode_notice(appends: Iterable[tuple[str, str, Sequence[NewEvent]]]) -> str:
     """The NOTIFY payload of a commit of ``appends``: (namespace, stream, events) each.
 
-    A stream of None leaves the stream and types out (the namespace and
-    worker are told). When the list would not fit a notification, each
-    namespace is told once per worker, without streams or types; when even
-    that does not fit, the payload says nothing.
+    When the list would not fit a notification, each namespace is told once
+    per worker, without streams or types (:func:`encode_broad_notice`); when
+    even that does not fit, the payload says nothing.
     """
+    appends = list(appends)
     touches = list(dict.fromkeys(
-        Touch(namespace, stream_id, None if stream_id is None else tuple(e.type for e in events),
-              _worker(events))
+        Touch(namespace, stream_id, tuple(e.type for e in events), _worker(events))
         for namespace, stream_id, events in appends
     ))
     payload = _encode(touches)
     if len(payload) <= MAX_PAYLOAD:
         return payload.decode()
-    broad = list(dict.fromkeys(Touch(t.namespace, None, None, t.worker) for t in touches))
-    payload = _encode(broad)
-    return payload.decode() if len(payload) <= MAX_PAYLOAD else ""
+    return encode_broad_notice((namespace, events) for namespace, _, events in appends)
 
 
 def decode_notice(payload: str) -> list[Touch]:

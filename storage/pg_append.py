@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import msgspec
 from psycopg import pq
 from psycopg.adapt import AdaptersMap, Dumper
-from sagalog.storage.notices import encode_notice
+from sagalog.storage.notices import encode_broad_notice, encode_notice
 from sagalog.storage.recorder import AppendOutcome, AppendRequest
 from sagalog.storage.records import ANY_VERSION, Event
 
@@ -423,7 +423,7 @@ def notice(requests: Sequence[AppendRequest]) -> str:
     """
     if len(requests) <= LISTED:
         return encode_notice([(r.namespace, r.stream_id, r.events) for r in requests])
-    return encode_notice([(r.namespace, None, r.events) for r in requests])
+    return encode_broad_notice([(r.namespace, r.events) for r in requests])
 
 
 def calls(
