@@ -54,18 +54,18 @@ _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(list[Touch]).decode
 
 
-def _worker(events: Sequence[NewEvent]) -> str | None:
+def worker_of(events: Sequence[NewEvent]) -> str | None:
+    """The ``worker`` metadata the events share ("" none), or None when they differ."""
     first = events[0].metadata.get("worker", "")
     if len(events) == 1 or all(e.metadata.get("worker", "") == first for e in events[1:]):
         return first
     return None
 
 
-def encode_broad_notice(appends: Iterable[tuple[str, Sequence[NewEvent]]]) -> str:
-    """The NOTIFY payload of a commit of ``appends`` (namespace, events) told by namespace
-    and worker only: what :func:`encode_notice` falls back to, without listing first."""
-    pairs = dict.fromkeys((namespace, _worker(events)) for namespace, events in appends)
-    payload = _encode([Touch(namespace, None, None, worker) for namespace, worker in pairs])
+def encode_broad_notice(pairs: Iterable[tuple[str, str | None]]) -> str:
+    """The NOTIFY payload of a commit told by (namespace, worker) ``pairs`` only: what
+    :func:`encode_notice` falls back to; a big group commit's, without listing first."""
+    payload = _encode([Touch(namespace, None, None, worker) for namespace, worker in dict.fromkeys(pairs)])
     return payload.decode() if len(payload) <= MAX_PAYLOAD else ""
 
 
@@ -78,13 +78,13 @@ def encode_notice(appends: Iterable[tuple[str, str, Sequence[NewEvent]]]) -> str
     """
     appends = list(appends)
     touches = list(dict.fromkeys(
-        Touch(namespace, stream_id, tuple(e.type for e in events), _worker(events))
+        Touch(namespace, stream_id, tuple(e.type for e in events), worker_of(events))
         for namespace, stream_id, events in appends
     ))
     payload = _encode(touches)
     if len(payload) <= MAX_PAYLOAD:
         return payload.decode()
-    return encode_broad_notice((namespace, events) for namespace, _, events in appends)
+    return encode_broad_notice((namespace, worker_of(events)) for namespace, _, events in appends)
 
 
 def decode_notice(payload: str) -> list[Touch]:

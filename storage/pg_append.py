@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import msgspec
 from psycopg import pq
 from psycopg.adapt import AdaptersMap, Dumper
-from sagalog.storage.notices import encode_broad_notice, encode_notice
+from sagalog.storage.notices import encode_broad_notice, encode_notice, worker_of
 from sagalog.storage.recorder import AppendOutcome, AppendRequest
 from sagalog.storage.records import ANY_VERSION, Event
 
@@ -423,7 +423,11 @@ def notice(requests: Sequence[AppendRequest]) -> str:
     """
     if len(requests) <= LISTED:
         return encode_notice([(r.namespace, r.stream_id, r.events) for r in requests])
-    return encode_broad_notice([(r.namespace, r.events) for r in requests])
+    # One event per request (the usual batch): its worker, read inline.
+    return encode_broad_notice({
+        (r.namespace, r.events[0].metadata.get("worker", "") if len(r.events) == 1 else worker_of(r.events))
+        for r in requests
+    })
 
 
 def calls(
