@@ -72,6 +72,19 @@ def raw(pg_url: str) -> psycopg.Connection[tuple[object, ...]]:
         ("TRUNCATE events", "TRUNCATE"),
     ],
 )
+
+async def follow(reader: Journal, done: anyio.Event, seen: list[int], page: int) -> None:
+    """Page through the global order into ``seen`` until ``done``, then read once more."""
+    position = 0
+    while True:
+        finished = done.is_set()
+        for event in await reader.read_all(position, limit=page):
+            seen.append(event.position)
+            position = event.position
+        if finished:
+            return
+        await anyio.lowlevel.checkpoint()
+
 async def test_events_cannot_be_updated_deleted_or_truncated(
     pg: Journal, pg_url: str, statement: str, operation: str
 ) -> None:
@@ -428,15 +441,7 @@ async def test_a_concurrent_reader_sees_every_event_once_and_in_order(pg_url: st
                 ])
 
     async def read() -> None:
-        position = 0
-        while True:
-            finished = done.is_set()  # read once more after the writers are done
-            for event in await reader.read_all(position, limit=50):
-                seen.append(event.position)
-                position = event.position
-            if finished:
-                return
-            await anyio.lowlevel.checkpoint()
+        await follow(reader, done, seen, page=50)
 
     try:
         async with anyio.create_task_group() as tg:
@@ -492,15 +497,7 @@ async def test_many_appenders_through_one_journal_keep_each_check_and_the_global
                 lost.append(exc)
 
     async def read() -> None:
-        position = 0
-        while True:
-            finished = done.is_set()
-            for event in await reader.read_all(position, limit=100):
-                seen.append(event.position)
-                position = event.position
-            if finished:
-                return
-            await anyio.lowlevel.checkpoint()
+        await follow(reader, done, seen, page=100)
 
     try:
         async with anyio.create_task_group() as tg:
