@@ -37,6 +37,19 @@ pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
+async def follow(reader: Journal, done: anyio.Event, seen: list[int], page: int) -> None:
+    """Page through the global order into ``seen`` until ``done``, then read once more."""
+    position = 0
+    while True:
+        finished = done.is_set()
+        for event in await reader.read_all(position, limit=page):
+            seen.append(event.position)
+            position = event.position
+        if finished:
+            return
+        await anyio.lowlevel.checkpoint()
+
+
 def request(stream: str, expected: int, *types: str, ready: datetime | None = None) -> AppendRequest:
     return AppendRequest(
         namespace="default",
@@ -72,19 +85,6 @@ def raw(pg_url: str) -> psycopg.Connection[tuple[object, ...]]:
         ("TRUNCATE events", "TRUNCATE"),
     ],
 )
-
-async def follow(reader: Journal, done: anyio.Event, seen: list[int], page: int) -> None:
-    """Page through the global order into ``seen`` until ``done``, then read once more."""
-    position = 0
-    while True:
-        finished = done.is_set()
-        for event in await reader.read_all(position, limit=page):
-            seen.append(event.position)
-            position = event.position
-        if finished:
-            return
-        await anyio.lowlevel.checkpoint()
-
 async def test_events_cannot_be_updated_deleted_or_truncated(
     pg: Journal, pg_url: str, statement: str, operation: str
 ) -> None:
