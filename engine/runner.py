@@ -581,7 +581,8 @@ class Runner:
             parent = await self.describe(state.parent_id)
         except NotFoundError:
             return []
-        known = parent.children.get(state.parent_seq) if state.parent_seq is not None else None
+        seq = state.parent_seq
+        known = parent.children.get(seq) if seq is not None else None
         if known is not None and known.child_id == state.instance_id:
             live.adopted = True
             return []
@@ -590,6 +591,11 @@ class Runner:
         done = parent.terminal or parent.status in ("compensating", "compensation_failed")
         if done or parent.cancel_requested is not None:
             return [CancelRequested(f"parent {state.parent_id} never recorded starting it")]
+        # A parent that recorded another command where this child was to be (a
+        # re-run step returned something else, and its code took another path)
+        # will not record it either.
+        if known is not None or seq in parent.steps or seq in parent.timers or seq in parent.waits:
+            return [CancelRequested(f"parent {state.parent_id} took another path")]
         return []
 
     async def _commit_all(

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from props import fold, run_plan
+from sagalog.engine import Registry, step, workflow
+from sagalog.replay import child, sleep
 from sagalog.replay.events import CancelRequested, StepStarted
 from sagalog.storage import connect
 
-from sagalog.testing import Fault, Op, StepSpec, check_children, check_terminal, decoded, histories
+from sagalog.testing import (
+    Fault,
+    Op,
+    StepSpec,
+    check_children,
+    check_terminal,
+    decoded,
+    histories,
+    run_instance,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -70,4 +83,62 @@ async def test_a_child_created_just_before_a_crash_and_a_cancel_does_not_run() -
         assert run.crashed, at
         assert check_children(found) == [], at
         assert all(fold(events).status in ("cancelled", "completed") for events in found.values()), at
+    await journal.close()
+
+
+ANOTHER_PATH = Registry()
+FLIPS: list[int] = []
+
+
+@step(registry=ANOTHER_PATH, name="another.flip")
+async def flip() -> bool:
+    """True the first time it runs, False after: a step whose re-run returns something else."""
+    FLIPS.append(1)
+    return len(FLIPS) == 1
+
+
+@step(registry=ANOTHER_PATH, name="another.work")
+async def work(n: int) -> int:
+    """Some work (also the child's)."""
+    return n
+
+
+@workflow(registry=ANOTHER_PATH, name="another.kid")
+def kid(ctx: Any) -> Any:
+    """A child that runs one step."""
+    return (yield work(1))
+
+
+@workflow(registry=ANOTHER_PATH, name="another.parent")
+def parent(ctx: Any) -> Any:
+    """A child or a step at the same place, by what ``flip`` returns."""
+    if (yield flip()):
+        yield child(kid)
+    else:
+        yield work(2)
+    yield sleep(60)  # still running when the orphan is first advanced
+    return (yield work(3))
+
+
+async def test_an_orphan_cancels_itself_once_its_parent_takes_another_path() -> None:
+    """The case guarantees.md named as left open: a crash between creating a child and
+    recording it; the re-run step returns something else and the parent, still running,
+    puts another command where the child was. The child must not run its step."""
+    journal = await connect("memory://")
+    orphans = 0
+    clean = await run_instance(journal, ANOTHER_PATH, "another.parent", [], instance_id="clean")
+    for at in range(1, clean.worker.appends + 1):
+        FLIPS.clear()
+        run = await run_instance(journal, ANOTHER_PATH, "another.parent", [], instance_id=f"p{at}",
+                                 fault=Fault("crash", at))  # fmt: skip
+        found = await histories(journal, run.instance_id)
+        assert check_children(found) == [], at
+        assert fold(found[run.instance_id]).status == "completed", at
+        recorded = any(e.type == "ChildStarted" for e in found[run.instance_id])
+        for instance, events in found.items():
+            if instance != run.instance_id and not recorded:  # an orphan
+                assert fold(events).status == "cancelled", at
+                assert not any(e.type == "StepStarted" for e in events), at
+                orphans += 1
+    assert orphans > 0, "no crash point left an orphan behind: the test proves nothing"
     await journal.close()
