@@ -19,6 +19,7 @@ from typing import Literal
 import msgspec
 from sagalog.replay.events import (
     DECISION_TYPES,
+    TERMINAL_TYPES,
     CancelRequested,
     ChildCancelRequested,
     ChildCompleted,
@@ -76,15 +77,8 @@ Status = Literal[
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "compensated", "cancelled"})
 """Statuses an instance never leaves (``compensation_failed`` waits for an operator)."""
 
-ENDING_TYPES: frozenset[str] = frozenset({
-    "WorkflowCompleted",
-    "WorkflowContinuedAsNew",
-    "WorkflowFailed",
-    "WorkflowCompensated",
-    "WorkflowCancelled",
-    "WorkflowParked",
-    "CompensationFailed",
-})
+_ENDING: tuple[type[WorkflowEvent], ...] = (*TERMINAL_TYPES, WorkflowParked, CompensationFailed)
+ENDING_TYPES: frozenset[str] = frozenset(t.__name__ for t in _ENDING)
 """Types of the events that can leave an instance where a caller awaiting its result stops
 waiting: ended, continued as new, parked or ``compensation_failed``. A client reads the
 instance again only after one of these was appended to it."""
