@@ -57,6 +57,13 @@ _MICROSECOND = timedelta(microseconds=1)
 _TRANSIENT = ("locked", "busy", "disk i/o error")
 _EVENT_COLUMNS = "position, namespace, stream_id, version, type, payload, metadata, recorded_at"
 _metadata_decoder = msgspec.json.Decoder(dict[str, str])
+# The MAX subquery per id, not MAX ... GROUP BY: SQLite answers the former
+# with one seek to the end of the stream's index range, the latter by
+# walking all of it.
+_VERSIONS = (
+    "SELECT ids.value, (SELECT MAX(version) FROM events"
+    " WHERE namespace = ? AND stream_id = ids.value) FROM json_each(?) AS ids"
+)
 
 
 def to_micros(when: datetime) -> int:
@@ -69,6 +76,12 @@ def to_micros(when: datetime) -> int:
 def from_micros(value: int) -> datetime:
     """Microseconds since the epoch back to a timezone-aware UTC datetime."""
     return _EPOCH + timedelta(microseconds=value)
+
+
+def _stamp(when: datetime) -> tuple[int, datetime]:
+    """What the file stores for ``when`` and the datetime a reader gets back from it."""
+    micros = to_micros(when)
+    return micros, from_micros(micros)
 
 
 def translate(exc: sqlite3.Error, path: str) -> DatabaseError:
@@ -220,26 +233,44 @@ class _Database:
         ).fetchone()
         return int(row[0])
 
+    def _versions(self, requests: Sequence[AppendRequest]) -> dict[tuple[str, str], int]:
+        """The current version of every stream the batch writes to, in one query a namespace.
+
+        One statement per request cost about 20 µs each, most of a batch's
+        Python time; the JSON array lets one prepared statement take any
+        number of ids.
+        """
+        by_namespace: dict[str, set[str]] = {}
+        for request in requests:
+            by_namespace.setdefault(request.namespace, set()).add(request.stream_id)
+        versions: dict[tuple[str, str], int] = {}
+        for namespace, ids in by_namespace.items():
+            rows = self.conn.execute(_VERSIONS, (namespace, msgspec.json.encode(list(ids)))).fetchall()
+            versions.update(((namespace, stream_id), version or 0) for stream_id, version in rows)
+        return versions
+
     def append_batch(self, requests: Sequence[AppendRequest]) -> list[AppendOutcome]:
         outcomes: list[AppendOutcome] = []
         rows: list[tuple[Any, ...]] = []
+        stamps: dict[datetime, tuple[int, datetime]] = {}
         with self._write() as conn:
             # Positions are allocated here, under the write lock, so they are
             # dense and commit in order: a reader never sees N+1 before N.
             position = int(conn.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()[0])
-            # A batch may hold two requests for the same stream: the second
-            # must see the first's events, which are not inserted yet.
-            versions: dict[tuple[str, str], int] = {}
+            # Kept up to date as the batch goes: a batch may hold two requests
+            # for the same stream, and the second must see the first's events,
+            # which are not inserted yet.
+            versions = self._versions(requests) if len(requests) > 1 else None
             for request in requests:
                 key = (request.namespace, request.stream_id)
-                current = versions.get(key)
-                if current is None:
-                    current = self._version(*key)
+                current = versions[key] if versions is not None else self._version(*key)
                 if request.expected_version not in (ANY_VERSION, current):
                     outcomes.append(ConcurrencyError(request.stream_id, request.expected_version, current))
                     continue
-                stamp = to_micros(request.recorded_at)
-                recorded_at = from_micros(stamp)
+                # Requests of one batch usually share their clock reading.
+                stamp, recorded_at = stamps.get(request.recorded_at) or stamps.setdefault(
+                    request.recorded_at, _stamp(request.recorded_at)
+                )
                 written = []
                 for new in request.events:
                     position += 1
@@ -256,7 +287,8 @@ class _Database:
                     )
                     written.append(event)
                     rows.append(_row(event, stamp))
-                versions[key] = current
+                if versions is not None:
+                    versions[key] = current
                 outcomes.append(written)
                 if request.schedule is not None:
                     self._schedule(request.namespace, request.stream_id, request.schedule.ready_at)

@@ -107,6 +107,29 @@ async def test_one_batch_keeps_each_request_check_and_order(journal: Journal, cl
     ] == ["wf-new"]
 
 
+async def test_one_batch_reads_each_namespace_versions_apart(journal: Journal, clock: ManualClock) -> None:
+    """Stream ids repeat across namespaces; each request is checked against its own namespace."""
+    await journal.create_namespace("tenant")
+    await journal.append("s", NO_STREAM, [NewEvent("D1", b"")])
+    outcomes = await journal.recorder.append_batch([
+        AppendRequest("tenant", "s", NO_STREAM, (NewEvent("T1", b""), NewEvent("T2", b"")), clock.now()),
+        AppendRequest("default", "s", 1, (NewEvent("D2", b""),), clock.now()),
+        AppendRequest("tenant", "s", 1, (NewEvent("Stale", b""),), clock.now()),
+        AppendRequest("default", "t", NO_STREAM, (NewEvent("N1", b""),), clock.now()),
+    ])
+    assert str(outcomes[2]) == "stream 's' is at version 2, but the append expected version 1"
+    assert [
+        [(e.namespace, e.stream_id, e.version, e.type) for e in o]  # type: ignore[union-attr]
+        for i, o in enumerate(outcomes) if i != 2
+    ] == [
+        [("tenant", "s", 1, "T1"), ("tenant", "s", 2, "T2")],
+        [("default", "s", 2, "D2")],
+        [("default", "t", 1, "N1")],
+    ]
+    assert [e.type for e in await journal.read_stream("s")] == ["D1", "D2"]
+    assert [e.type for e in await (await journal.in_namespace("tenant")).read_stream("s")] == ["T1", "T2"]
+
+
 async def test_waiters_form_the_next_batch_and_share_its_outcome_or_error() -> None:
     """The committer itself: one batch commits at a time, the next one fills meanwhile."""
     release = anyio.Event()
