@@ -6,7 +6,7 @@ import asyncio
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -194,21 +194,21 @@ async def test_a_natively_cancelled_call_does_not_share_the_connection_with_the_
     recorder = journal.recorder
     assert isinstance(recorder, SqliteRecorder)
     inside, release = threading.Event(), threading.Event()
-    version = _Database._version
+    versions = _Database._versions
 
-    def held_version(db: _Database, namespace: str, stream_id: str) -> int:
-        if stream_id == "direct-1":  # inside the direct batch's transaction
+    def held_versions(db: _Database, requests: Sequence[AppendRequest]) -> dict[tuple[str, str], int]:
+        if any(r.stream_id == "direct-1" for r in requests):  # inside the direct batch's transaction
             inside.set()
-            release.wait()
-        return version(db, namespace, stream_id)
+            release.wait(30)
+        return versions(db, requests)
 
-    monkeypatch.setattr(_Database, "_version", held_version)
+    monkeypatch.setattr(_Database, "_versions", held_versions)
     await journal.append("first", NO_STREAM, [NewEvent("A", b"")])
     direct = asyncio.create_task(recorder.append_batch([
         AppendRequest("default", f"direct-{i}", NO_STREAM, (NewEvent("D", b""),), datetime.now(UTC))
         for i in range(1, 4)
     ]))
-    await anyio.to_thread.run_sync(inside.wait)
+    assert await anyio.to_thread.run_sync(inside.wait, 30), "the direct batch never read its versions"
     direct.cancel()
     with pytest.raises(asyncio.CancelledError):
         await direct
