@@ -10,11 +10,26 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sagalog.replay.events import WorkflowEvent, WorkflowStarted, decode_event, encode_event, stream_id
+import msgspec
+from sagalog.replay.events import (
+    CHILD_ID_IN_USE,
+    ChildFailed,
+    ChildStarted,
+    WorkflowContinuedAsNew,
+    WorkflowEvent,
+    WorkflowStarted,
+    decode_event,
+    encode_event,
+    stream_id,
+)
 from sagalog.replay.executor import next_run_id
+from sagalog.replay.saga import SagaState
 from sagalog.storage import NO_STREAM, Journal, Schedule
 
 from sagalog.errors import ConcurrencyError, WorkflowError
+
+IN_USE_TYPE = "sagalog.errors.ChildWorkflowAlreadyStartedError"
+"""The error type a parent's code sees when a child's id belongs to another instance."""
 
 
 async def record_start(
@@ -97,3 +112,41 @@ async def start_child(
         f"belongs to another instance ({what}); give the child another id, or none "
         "to get '<parent id>-<n>'"
     )
+
+
+async def create_decided(
+    journal: Journal,
+    parent: SagaState,
+    decisions: list[WorkflowEvent],
+    meta: dict[str, str],
+    now: datetime,
+) -> list[ChildFailed]:
+    """Create the children and next runs ``decisions`` start, before ``parent`` records them.
+
+    Idempotent and crash-safe (see :func:`start_child`). Returns a
+    ``ChildFailed`` for each child whose id belongs to another instance. A
+    next run whose proposed id is taken gets the next free one, written into
+    its ``WorkflowContinuedAsNew`` in ``decisions``.
+    """
+    refused: list[ChildFailed] = []
+    for i, event in enumerate(decisions):
+        match event:
+            case ChildStarted():
+                started = WorkflowStarted(
+                    event.workflow, event.args, parent_id=parent.instance_id, parent_seq=event.seq,
+                    detached=event.detached, session_id=parent.session_id,
+                )  # fmt: skip
+                taken = await start_child(journal, event.child_id, started, meta, now)
+                if taken is not None:
+                    failed = ChildFailed(event.seq, event.child_id, CHILD_ID_IN_USE, IN_USE_TYPE, taken)
+                    refused.append(failed)
+            case WorkflowContinuedAsNew(next_id=next_id, args=args):
+                next_run = WorkflowStarted(
+                    parent.workflow, args, session_id=parent.session_id, continued_from=parent.instance_id
+                )
+                free_id = await start_next_run(journal, next_id, next_run, meta, now)
+                if free_id != next_id:
+                    decisions[i] = msgspec.structs.replace(event, next_id=free_id)
+            case _:
+                pass
+    return refused

@@ -30,7 +30,10 @@ import msgspec
 from cachetools import LRUCache
 from sagalog.engine import logs
 from sagalog.engine.breaker import Breakers
-from sagalog.engine.instances import start_child, start_instance, start_next_run
+from sagalog.engine.children import may_be_orphan, orphan_verdict, outcome_for_parent, owes_parent
+from sagalog.engine.inputs import COMMIT_TRIES, append_input, operator_decision
+from sagalog.engine.instances import create_decided, start_instance
+from sagalog.engine.live import Handoff, Idle, Live, fold_pairs, still_valid
 from sagalog.engine.observer import NULL_OBSERVER, Observer, outcome_of
 from sagalog.engine.results import await_result, describe
 from sagalog.engine.retry import DEFAULT_RETRY, RetryPolicy, resolve_policy
@@ -40,26 +43,16 @@ from sagalog.engine.steps import Attempt, outcome_event, run_attempt
 from sagalog.engine.tracing import NO_SPAN, TRACEPARENT, TRACING, SpanHandle, trace_id_of, trace_of
 from sagalog.engine.workflow import DEFAULT_REGISTRY, Registry, Step, StepContext, Workflow
 from sagalog.replay.events import (
-    CHILD_ID_IN_USE,
     DECISION_TYPES,
     CancelRequested,
     ChildCancelRequested,
-    ChildCompleted,
     ChildFailed,
-    ChildStarted,
-    CompensationCompleted,
-    CompensationFailed,
-    CompensationRetried,
-    CompensationSkipped,
     ParentNotified,
     SignalReceived,
     SignalTimedOut,
     StepCancelled,
-    StepCompleted,
-    StepFailed,
     StepStarted,
     TimerFired,
-    WorkflowContinuedAsNew,
     WorkflowEvent,
     WorkflowParked,
     WorkflowStarted,
@@ -88,51 +81,6 @@ from sagalog.errors import (
     UnknownWorkflowError,
     WorkflowError,
 )
-
-_COMMIT_TRIES = 8
-_IN_USE_TYPE = "sagalog.errors.ChildWorkflowAlreadyStartedError"
-_OUTCOMES = (StepCompleted, StepFailed, CompensationCompleted, CompensationFailed)
-
-
-class _Live(msgspec.Struct):
-    """A cached, replayed instance: its executor and folded state."""
-
-    executor: Executor
-    state: SagaState
-    workflow: Workflow
-    fresh: bool = False
-    """Read by :meth:`Runner.preload` after a claim and not used since: the next
-    load trusts it without reading the tail."""
-    decided: bool = False
-    """The history holds a decision: the instance has run before (for metrics)."""
-    meta: dict[str, str] = {}
-    """Metadata of the events appended for it: the worker and the instance's trace."""
-
-    @property
-    def traceparent(self) -> str | None:
-        """The instance's trace context, once known."""
-        return self.meta.get(TRACEPARENT)
-
-    def set_trace(self, traceparent: str | None, worker_meta: dict[str, str]) -> None:
-        """Carry ``traceparent`` on the events appended from now on (None: keep none)."""
-        self.meta = {**worker_meta, TRACEPARENT: traceparent} if traceparent else worker_meta
-    adopted: bool = False
-    """A child whose parent was seen to record starting it (see :meth:`Runner._orphaned`)."""
-
-
-class _Handoff(msgspec.Struct):
-    """A step attempt just started, to be run by the task that committed its start."""
-
-    task: StepTask
-    scope: anyio.CancelScope
-    workflow: Workflow
-
-
-class _Idle(Exception):
-    """Loading an instance found it ended, or parked it: no code to run. Carries its state."""
-
-    def __init__(self, state: SagaState) -> None:
-        self.state = state
 
 
 class Runner:
@@ -171,7 +119,7 @@ class Runner:
         self.default_retry = default_retry
         self.breakers = breakers or Breakers(clock)
         self.lease_seconds = lease_seconds
-        self.cache: LRUCache[str, _Live] = LRUCache(maxsize=max(1, cache_size))
+        self.cache: LRUCache[str, Live] = LRUCache(maxsize=max(1, cache_size))
         self.cache_hits = 0
         """Advances that found the instance's executor in the cache."""
         self.cache_misses = 0
@@ -308,27 +256,10 @@ class Runner:
         metadata: Mapping[str, str] | None = None,
     ) -> SagaState | None:
         """Append an input that needs no workflow code (signals, cancels), retrying races."""
-        for _ in range(_COMMIT_TRIES):
-            state = await self.describe(instance_id)
-            if state.terminal:
-                if refuse_ended:
-                    raise WorkflowError(
-                        f"workflow {instance_id!r} has ended ({state.status}); "
-                        f"{type(event).__name__} was not delivered"
-                    )
-                return None
-            after = apply_event(state, event, state.version + 1)
-            try:
-                await self.journal.append(
-                    stream_id(instance_id),
-                    state.version,
-                    [encode_event(event, self._with(metadata))],
-                    schedule=Schedule(ready_at(after, self.clock.now())),
-                )
-            except ConcurrencyError:
-                continue
-            return after
-        raise ConcurrencyError(stream_id(instance_id), -1, -1)
+        meta = self._with(metadata)
+        return await append_input(
+            self.journal, self._fold, self.clock, instance_id, event, refuse_ended=refuse_ended, meta=meta
+        )
 
     def _with(self, metadata: Mapping[str, str] | None) -> dict[str, str]:
         """This runner's event metadata plus a caller's (an operator action's audit)."""
@@ -358,14 +289,7 @@ class Runner:
         self, instance_id: str, actor: str, *, retry: bool, metadata: Mapping[str, str] | None = None
     ) -> SagaState:
         state = await self.describe(instance_id)
-        failed = [s for s in state.steps.values() if s.kind == "compensation" and s.status == "failed"]
-        if state.status != "compensation_failed" or not failed:
-            raise WorkflowError(
-                f"workflow {instance_id!r} is {state.status}, not compensation_failed: "
-                "there is no failed compensation to retry or skip"
-            )
-        seq = failed[-1].seq
-        event = CompensationRetried(seq, actor) if retry else CompensationSkipped(seq, actor)
+        event = operator_decision(state, actor, retry=retry)
         # Appended as an input, not decided here: a client need not have the
         # workflow's code, and the worker that claims the instance runs the rest.
         after = await self._append_input(instance_id, event, refuse_ended=False, metadata=metadata)
@@ -409,7 +333,7 @@ class Runner:
             logs.reset(token)
 
     async def _advance(self, instance_id: str, span: contextlib.ExitStack) -> SagaState:
-        def loaded(live: _Live) -> None:
+        def loaded(live: Live) -> None:
             """Once the workflow is known: its span (the steps' parent) and log fields."""
             if opened:
                 return  # a retried commit loads again
@@ -421,9 +345,9 @@ class Runner:
                 live.set_trace(handle.traceparent, self._meta)  # this span roots the trace
             logs.update(workflow=name, trace_id=trace_id_of(live.traceparent))
 
-        opened: list[_Live] = []
+        opened: list[Live] = []
         async with anyio.create_task_group() as tg:
-            handoff: list[_Handoff] = []
+            handoff: list[Handoff] = []
             try:
                 first = await self._tick(instance_id, [], tg, claimed=True, handoff=handoff, loaded=loaded)
             except BaseException:
@@ -470,7 +394,7 @@ class Runner:
                 continue  # long histories load through their snapshot in advance()
             try:
                 pairs = [(event.version, decode_event(event)) for event in stored]
-                state = _fold(self._fold.initial(stream_id(instance_id)), pairs)
+                state = fold_pairs(self._fold.initial(stream_id(instance_id)), pairs)
                 if state.status in ("parked", *TERMINAL):
                     continue
                 trace = trace_of(stored)
@@ -529,8 +453,8 @@ class Runner:
         *,
         own: bool = False,
         claimed: bool = False,
-        handoff: list[_Handoff] | None = None,
-        loaded: Callable[[_Live], None] | None = None,
+        handoff: list[Handoff] | None = None,
+        loaded: Callable[[Live], None] | None = None,
     ) -> SagaState:
         """Commit ``inputs`` and what follows from them; start due steps when ``tg`` is given.
 
@@ -540,12 +464,12 @@ class Runner:
         stream's tail first (see :meth:`_load`).
         """
         trust, fresh = own, claimed
-        for _ in range(_COMMIT_TRIES):
+        for _ in range(COMMIT_TRIES):
             try:
                 async with self._lock(instance_id):
                     try:
                         live = await self._load(instance_id, trust_cache=trust, trust_fresh=fresh)
-                    except _Idle as idle:
+                    except Idle as idle:
                         state, decided = idle.state, []
                     else:
                         if loaded is not None:
@@ -561,52 +485,35 @@ class Runner:
             return state
         raise ConcurrencyError(stream_id(instance_id), -1, -1)
 
-    async def _orphaned(self, live: _Live) -> list[WorkflowEvent]:
+    async def _orphaned(self, live: Live) -> list[WorkflowEvent]:
         """A cancel for a child whose parent never recorded starting it and never will.
 
-        A child is created just before its parent records ``ChildStarted`` (so a
-        crash cannot lose it). If that append then fails (a crash, a race lost to
-        a cancel) and the replayed parent does not decide the same child again,
-        the child is an orphan: nobody waits for it, cancels it or compensates
-        it, so it must not run. Once the parent has recorded it, or has neither
-        ended nor stopped deciding (it may still record it), the child runs; the
-        parent is read until then only.
+        Once the parent has recorded it (see ``children.orphan_verdict``), or
+        while it may still, the child runs; the parent is read until then only.
         """
         state = live.state
-        if live.adopted or state.parent_id is None or state.detached:
+        if live.adopted or not may_be_orphan(state):
             return []
-        if state.status != "running" or state.cancel_requested is not None:
-            return []  # unwinding or ended already
+        assert state.parent_id is not None
         try:
             parent = await self.describe(state.parent_id)
         except NotFoundError:
             return []
-        seq = state.parent_seq
-        known = parent.children.get(seq) if seq is not None else None
-        if known is not None and known.child_id == state.instance_id:
+        verdict = orphan_verdict(state, parent)
+        if verdict == "adopted":
             live.adopted = True
             return []
-        # A parent that ended, or whose code was closed by a cancel or an error
-        # (it only compensates now), makes no new decision: it will never record it.
-        done = parent.terminal or parent.status in ("compensating", "compensation_failed")
-        if done or parent.cancel_requested is not None:
-            return [CancelRequested(f"parent {state.parent_id} never recorded starting it")]
-        # A parent that recorded another command where this child was to be (a
-        # re-run step returned something else, and its code took another path)
-        # will not record it either.
-        if known is not None or seq in parent.steps or seq in parent.timers or seq in parent.waits:
-            return [CancelRequested(f"parent {state.parent_id} took another path")]
-        return []
+        return [] if verdict == "undecided" else [verdict]
 
     async def _commit_all(
         self,
-        live: _Live,
+        live: Live,
         inputs: Sequence[WorkflowEvent],
         tg: anyio.abc.TaskGroup | None,
-        handoff: list[_Handoff] | None = None,
+        handoff: list[Handoff] | None = None,
     ) -> list[WorkflowEvent]:
         ex = live.executor
-        pending = [event for event in inputs if _still_valid(ex, event)]
+        pending = [event for event in inputs if still_valid(ex, event)]
         decided: list[WorkflowEvent] = []
         while True:
             now = self.clock.now()
@@ -627,14 +534,14 @@ class Runner:
                 return decided
 
     def _launch(
-        self, live: _Live, task: StepTask, tg: anyio.abc.TaskGroup, handoff: list[_Handoff] | None
+        self, live: Live, task: StepTask, tg: anyio.abc.TaskGroup, handoff: list[Handoff] | None
     ) -> None:
         """Run ``task`` in a new task of ``tg``, or hand it to the caller's task when it has none yet."""
         scope = anyio.CancelScope()
         self._inflight.setdefault(live.executor.instance_id, {})[task.seq] = scope
         snapshot = msgspec.structs.replace(task)  # the executor's copy keeps changing
         if handoff is not None and not handoff:
-            handoff.append(_Handoff(snapshot, scope, live.workflow))
+            handoff.append(Handoff(snapshot, scope, live.workflow))
             return
         tg.start_soon(self._run_step, live.executor.instance_id, live.workflow, snapshot, scope, tg)
 
@@ -648,11 +555,11 @@ class Runner:
     ) -> None:
         # A step that leads to the next one runs it in this same task: a
         # sequence of steps costs no task and no task-group bookkeeping per step.
-        following: _Handoff | None = _Handoff(task, scope, wf)
+        following: Handoff | None = Handoff(task, scope, wf)
         while following is not None:
             following = await self._run_one(instance_id, following, tg)
 
-    async def _run_one(self, instance_id: str, current: _Handoff, tg: anyio.abc.TaskGroup) -> _Handoff | None:
+    async def _run_one(self, instance_id: str, current: Handoff, tg: anyio.abc.TaskGroup) -> Handoff | None:
         """Run one attempt and commit its outcome; returns the next step for this task to run."""
         wf, task, scope = current.workflow, current.task, current.scope
         step = self.registry.steps.get(task.name)
@@ -665,7 +572,7 @@ class Runner:
             instance_id, wf.name, task.name, task.seq, task.attempt, sessions=self.sessions
         )
         running = self._inflight.get(instance_id, {})
-        handoff: list[_Handoff] = []
+        handoff: list[Handoff] = []
         try:
             timeout = policy.timeout
             attempt, seconds = await self._attempt(instance_id, wf, step, task, scope, context, timeout)
@@ -727,7 +634,7 @@ class Runner:
         }
         return self.tracing.span(f"{task.kind} {task.name}", None, attributes)
 
-    def _drop_handoff(self, instance_id: str, handoff: list[_Handoff]) -> None:
+    def _drop_handoff(self, instance_id: str, handoff: list[Handoff]) -> None:
         """Forget a handed-off step that will not run here, so the next commit restarts it."""
         running = self._inflight.get(instance_id, {})
         for taken in handoff:
@@ -743,7 +650,7 @@ class Runner:
             raise NotFoundError(f"no workflow instance {instance_id!r}")
         return [(event.version, decode_event(event)) for event in stored], trace_of(stored)
 
-    async def _load(self, instance_id: str, *, trust_cache: bool = False, trust_fresh: bool = False) -> _Live:
+    async def _load(self, instance_id: str, *, trust_cache: bool = False, trust_fresh: bool = False) -> Live:
         """The instance's live executor, from the cache (caught up) or replayed.
 
         With ``trust_cache`` a cached executor is used as it is, without
@@ -771,19 +678,19 @@ class Runner:
                 pairs = [(event.version, decode_event(event)) for event in tail]
                 live.executor.now = self.clock.now()
                 live.executor.feed(pairs)
-                live.state = _fold(live.state, pairs)
+                live.state = fold_pairs(live.state, pairs)
             except (DecodingError, NonDeterminismError):
                 self.cache.pop(instance_id, None)
             else:
                 if live.state.status in ("parked", *TERMINAL):
                     self.cache.pop(instance_id, None)
-                    raise _Idle(live.state)
+                    raise Idle(live.state)
                 return live
         self.cache_misses += 1
         try:
             pairs, trace = await self._read(instance_id)
         except DecodingError as exc:
-            raise _Idle(await self._park(instance_id, "undecodable", str(exc))) from None
+            raise Idle(await self._park(instance_id, "undecodable", str(exc))) from None
         return await self._replay(instance_id, pairs, park=True, trace=trace)
 
     async def _replay(
@@ -794,11 +701,11 @@ class Runner:
         park: bool,
         state: SagaState | None = None,
         trace: str | None = None,
-    ) -> _Live:
+    ) -> Live:
         if state is None:
             state = await self._state_from(instance_id, pairs)
         if park and (state.status in TERMINAL or state.status == "parked"):
-            raise _Idle(state)
+            raise Idle(state)
         try:
             wf = self.registry.workflow(state.workflow)
             executor = Executor(
@@ -812,11 +719,11 @@ class Runner:
             if not park:
                 raise
             kind = {UnknownWorkflowError: "unknown_workflow", NonDeterminismError: "non_determinism"}
-            raise _Idle(
+            raise Idle(
                 await self._park(instance_id, kind.get(type(exc), "undecodable"), str(exc), state)
             ) from None
         decided = any(isinstance(event, DECISION_TYPES) for _, event in pairs)
-        live = _Live(executor, state, wf, decided=decided)
+        live = Live(executor, state, wf, decided=decided)
         live.set_trace(trace, self._meta)
         self.cache[instance_id] = live
         return live
@@ -832,7 +739,7 @@ class Runner:
             if found is not None:
                 with contextlib.suppress(DecodingError):  # derived data: an unreadable one is skipped
                     state, start = self._fold.decode(found.state), found.version
-        return _fold(state, [pair for pair in pairs if pair[0] > start])
+        return fold_pairs(state, [pair for pair in pairs if pair[0] > start])
 
     def _decode(self, kind: str, name: str, data: bytes) -> Any:
         step = self.registry.steps.get(name) if kind == "step" else None
@@ -876,7 +783,7 @@ class Runner:
 
     async def _commit(
         self,
-        live: _Live,
+        live: Live,
         inputs: Sequence[WorkflowEvent],
         *,
         start: bool,
@@ -908,14 +815,14 @@ class Runner:
             ex.feed([(ex.version + i, event) for i, event in enumerate(starts, 1)])
         if not (inputs or decisions or starts):
             return [], []
-        refused = await self._before_append(live, decisions)
+        refused = await create_decided(self.journal, live.state, decisions, live.meta, now)
         events = [*inputs, *decisions, *starts]
         if refused:  # a child id in use: its ChildFailed, and what the code does about it
             extra = await self._after_refusals(live, refused, now)
             events += extra
             decisions += extra
         pairs = [(base + i, event) for i, event in enumerate(events, 1)]
-        state = _fold(live.state, pairs)
+        state = fold_pairs(live.state, pairs)
         input_meta = {**live.meta, **metadata} if metadata else live.meta
         try:
             await self.journal.append(
@@ -939,7 +846,7 @@ class Runner:
         await self._snapshot(ex.instance_id, base, state)
         return [ex.steps[e.seq] for e in starts if isinstance(e, StepStarted)], decisions
 
-    def _observe_commit(self, live: _Live, after: SagaState, decisions: Sequence[WorkflowEvent]) -> None:
+    def _observe_commit(self, live: Live, after: SagaState, decisions: Sequence[WorkflowEvent]) -> None:
         """Count a first run and a reached end (the commit that recorded them succeeded)."""
         name = live.workflow.name
         if decisions and not live.decided:
@@ -948,39 +855,6 @@ class Runner:
         status = after.status
         if status != live.state.status and (status in TERMINAL or status == "compensation_failed"):
             self.observer.workflow_ended(name, status)
-
-    async def _before_append(self, live: _Live, decisions: list[WorkflowEvent]) -> list[ChildFailed]:
-        """Create child instances and next runs before recording them (idempotent, crash-safe).
-
-        Returns a ``ChildFailed`` for each child whose id belongs to another instance.
-        A next run whose proposed id is taken gets the next free one, written
-        into its ``WorkflowContinuedAsNew`` in ``decisions``.
-        """
-        parent = live.executor.instance_id
-        refused: list[ChildFailed] = []
-        now = self.clock.now()
-        for i, event in enumerate(decisions):
-            match event:
-                case ChildStarted():
-                    started = WorkflowStarted(
-                        event.workflow, event.args, parent_id=parent, parent_seq=event.seq,
-                        detached=event.detached, session_id=live.state.session_id,
-                    )  # fmt: skip
-                    taken = await start_child(self.journal, event.child_id, started, live.meta, now)
-                    if taken is not None:
-                        refused.append(
-                            ChildFailed(event.seq, event.child_id, CHILD_ID_IN_USE, _IN_USE_TYPE, taken)
-                        )
-                case WorkflowContinuedAsNew(next_id=next_id, args=args):
-                    next_run = WorkflowStarted(
-                        live.workflow.name, args, session_id=live.state.session_id, continued_from=parent
-                    )
-                    free_id = await start_next_run(self.journal, next_id, next_run, live.meta, now)
-                    if free_id != next_id:
-                        decisions[i] = msgspec.structs.replace(event, next_id=free_id)
-                case _:
-                    pass
-        return refused
 
     async def _snapshot(self, instance_id: str, base: int, state: SagaState) -> None:
         every = self.snapshot_every
@@ -1005,16 +879,10 @@ class Runner:
 
     async def _after_end(self, state: SagaState) -> None:
         """Deliver an ended child's outcome to its parent, then mark the child done."""
-        if not (state.terminal and state.parent_id and not state.detached and not state.parent_notified):
+        if not owes_parent(state):
             return
-        assert state.parent_seq is not None
-        if state.status == "completed":
-            result = state.result or b"\xc0"
-            event: WorkflowEvent = ChildCompleted(state.parent_seq, state.instance_id, result)
-        else:
-            event = ChildFailed(
-                state.parent_seq, state.instance_id, state.status, state.error_type, state.message
-            )
+        assert state.parent_id is not None
+        event = outcome_for_parent(state)
         parent = await self.describe(state.parent_id)
         if parent.terminal:
             pass  # nothing waits for it any more (an orphan, see _orphaned): only mark it done
@@ -1039,7 +907,7 @@ class Runner:
     # -- child ids already in use (like Temporal's WorkflowAlreadyStartedError) ----
 
     async def _after_refusals(
-        self, live: _Live, refused: list[ChildFailed], now: datetime
+        self, live: Live, refused: list[ChildFailed], now: datetime
     ) -> list[WorkflowEvent]:
         """Feed the refused children's ``ChildFailed`` (the error is thrown at their
         ``yield``) and return them with the decisions the code made next."""
@@ -1049,7 +917,7 @@ class Runner:
             ex.feed([(ex.version + i, event) for i, event in enumerate(refused, 1)])
             more = ex.decide(now)
             extra += refused
-            refused = await self._before_append(live, more)
+            refused = await create_decided(self.journal, live.state, more, live.meta, now)
             extra += more
         return extra
 
@@ -1062,23 +930,3 @@ class _ignore_conflict:
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
         return kind is not None and issubclass(kind, ConcurrencyError)
-
-
-def _fold(state: SagaState, pairs: Sequence[tuple[int, WorkflowEvent]]) -> SagaState:
-    for version, event in pairs:
-        state = apply_event(state, event, version)
-    return state
-
-
-def _still_valid(ex: Executor, event: WorkflowEvent) -> bool:
-    """Whether an outcome still applies after a replay (not recorded or abandoned meanwhile)."""
-    if ex.ended:
-        return False  # nothing is appended after the terminal event
-    if isinstance(event, _OUTCOMES):
-        task = ex.steps.get(event.seq)
-        return task is not None and not task.done and task.running and task.attempt == event.attempt
-    if isinstance(event, ChildCompleted | ChildFailed):
-        child = ex.children.get(event.seq)
-        return child is None or not child.done
-    return True
-

@@ -1,0 +1,86 @@
+"""An instance in memory: its replayed executor and folded state, as the Runner caches it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anyio
+import msgspec
+from sagalog.engine.tracing import TRACEPARENT
+from sagalog.engine.workflow import Workflow
+from sagalog.replay.events import (
+    ChildCompleted,
+    ChildFailed,
+    CompensationCompleted,
+    CompensationFailed,
+    StepCompleted,
+    StepFailed,
+    WorkflowEvent,
+)
+from sagalog.replay.executor import Executor, StepTask
+from sagalog.replay.saga import SagaState, apply_event
+
+OUTCOMES = (StepCompleted, StepFailed, CompensationCompleted, CompensationFailed)
+"""Events that end a step or compensation attempt."""
+
+
+class Live(msgspec.Struct):
+    """A cached, replayed instance: its executor and folded state."""
+
+    executor: Executor
+    state: SagaState
+    workflow: Workflow
+    fresh: bool = False
+    """Read by ``Runner.preload`` after a claim and not used since: the next
+    load trusts it without reading the tail."""
+    decided: bool = False
+    """The history holds a decision: the instance has run before (for metrics)."""
+    meta: dict[str, str] = {}
+    """Metadata of the events appended for it: the worker and the instance's trace."""
+    adopted: bool = False
+    """A child whose parent was seen to record starting it (see ``Runner._orphaned``)."""
+
+    @property
+    def traceparent(self) -> str | None:
+        """The instance's trace context, once known."""
+        return self.meta.get(TRACEPARENT)
+
+    def set_trace(self, traceparent: str | None, worker_meta: dict[str, str]) -> None:
+        """Carry ``traceparent`` on the events appended from now on (None: keep none)."""
+        self.meta = {**worker_meta, TRACEPARENT: traceparent} if traceparent else worker_meta
+
+
+class Handoff(msgspec.Struct):
+    """A step attempt just started, to be run by the task that committed its start."""
+
+    task: StepTask
+    scope: anyio.CancelScope
+    workflow: Workflow
+
+
+class Idle(Exception):
+    """Loading an instance found it ended, or parked it: no code to run. Carries its state."""
+
+    def __init__(self, state: SagaState) -> None:
+        self.state = state
+
+
+def fold_pairs(state: SagaState, pairs: Sequence[tuple[int, WorkflowEvent]]) -> SagaState:
+    """``state`` with decoded events applied, each at its version."""
+    for version, event in pairs:
+        state = apply_event(state, event, version)
+    return state
+
+
+def still_valid(ex: Executor, event: WorkflowEvent) -> bool:
+    """Whether an outcome still applies after a replay (not recorded or abandoned meanwhile)."""
+    if ex.ended:
+        return False  # nothing is appended after the terminal event
+    if isinstance(event, OUTCOMES):
+        task = ex.steps.get(event.seq)
+        return task is not None and not task.done and task.running and task.attempt == event.attempt
+    if isinstance(event, ChildCompleted | ChildFailed):
+        child = ex.children.get(event.seq)
+        return child is None or not child.done
+    return True
+
