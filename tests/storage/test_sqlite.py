@@ -22,7 +22,8 @@ from sagalog.storage import (
     StreamFilter,
     connect,
 )
-from sagalog.storage.sqlite import SqliteRecorder, _Database
+from sagalog.storage.sqlite import SqliteRecorder
+from sagalog.storage.sqlite_db import SqliteDatabase
 
 from sagalog.clock import ManualClock
 from sagalog.errors import OperationalError, ProgrammingError
@@ -194,15 +195,15 @@ async def test_a_natively_cancelled_call_does_not_share_the_connection_with_the_
     recorder = journal.recorder
     assert isinstance(recorder, SqliteRecorder)
     inside, release = threading.Event(), threading.Event()
-    version = _Database._version
+    version = SqliteDatabase._version
 
-    def held_version(db: _Database, namespace: str, stream_id: str) -> int:
+    def held_version(db: SqliteDatabase, namespace: str, stream_id: str) -> int:
         if stream_id == "direct-1":  # inside the direct batch's transaction
             inside.set()
             release.wait()
         return version(db, namespace, stream_id)
 
-    monkeypatch.setattr(_Database, "_version", held_version)
+    monkeypatch.setattr(SqliteDatabase, "_version", held_version)
     await journal.append("first", NO_STREAM, [NewEvent("A", b"")])
     direct = asyncio.create_task(recorder.append_batch([
         AppendRequest("default", f"direct-{i}", NO_STREAM, (NewEvent("D", b""),), datetime.now(UTC))
