@@ -5,6 +5,11 @@ trigger) are described in ``sql/001_journal.sql``; how a one-request append
 keeps the same guarantees in one statement, in ``pg_append``. Everything lives in the
 first schema of the connection's ``search_path``.
 
+This module holds :class:`PostgresRecorder` (appends, reads, snapshots,
+namespaces, checkpoints) and the translation of psycopg errors. The
+recorder inherits its work-index methods (claims, leases) from ``pg_work``;
+the events row format both read is in ``pg_rows``; LISTEN is in ``pg_listen``.
+
 Prepared statements: every query here is a constant string whose values
 travel as parameters (a group commit travels as one array per column, see
 ``pg_append``, so a batch of any size uses the same text). psycopg prepares a query on the
@@ -19,11 +24,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio
-import msgspec
 import psycopg
 import psycopg_pool
 from psycopg import pq
@@ -43,15 +46,15 @@ from sagalog.storage.pg_append import (
     register_dumpers,
 )
 from sagalog.storage.pg_listen import NoticeWatch, Waker
+from sagalog.storage.pg_rows import EVENT_COLUMNS, to_event, utc
+from sagalog.storage.pg_work import WorkIndexQueries
 from sagalog.storage.recorder import AppendOutcome, AppendRequest
 from sagalog.storage.records import (
     ANY_VERSION,
-    Claim,
     Event,
     Snapshot,
     StreamFilter,
     StreamInfo,
-    WorkItem,
 )
 from sagalog.storage.urls import redact_url
 
@@ -65,8 +68,6 @@ from sagalog.errors import (
 )
 
 Conn = psycopg.AsyncConnection[TupleRow]
-
-EVENT_COLUMNS = "position, stream_id, version, type, payload, metadata::text, namespace, recorded_at"
 
 READ_STREAM = f"""
 SELECT {EVENT_COLUMNS} FROM events
@@ -96,32 +97,6 @@ WHERE (%(since)s::timestamptz IS NULL OR l.recorded_at >= %(since)s)
 ORDER BY l.recorded_at DESC, s.stream_id DESC
 LIMIT %(limit)s OFFSET %(offset)s"""
 
-# The claim of `claim` (below), with each claimed stream's first events read
-# in the same statement (a worker replays what it claimed without another
-# round trip), and one more row, with a NULL stream id, whose second column
-# is the earliest ready_at still in the future: how long the worker may
-# sleep. The caller orders the rows.
-CLAIM_NEXT = f"""
-WITH ready AS (
-    SELECT stream_id FROM work_index
-    WHERE namespace = %(ns)s AND ready_at <= %(now)s
-      AND (lease_owner IS NULL OR lease_expires_at <= %(now)s)
-    ORDER BY ready_at, stream_id LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED),
-claimed AS (
-    UPDATE work_index w SET lease_owner = %(owner)s, lease_expires_at = %(until)s
-    FROM ready WHERE w.namespace = %(ns)s AND w.stream_id = ready.stream_id
-    RETURNING w.stream_id, w.ready_at)
-(SELECT c.stream_id, c.ready_at, {", ".join("e." + c for c in EVENT_COLUMNS.split(", "))}
-   FROM claimed c
-   LEFT JOIN LATERAL (
-       SELECT {EVENT_COLUMNS} FROM events
-        WHERE namespace = %(ns)s AND stream_id = c.stream_id
-        ORDER BY version LIMIT %(read)s) e ON true)
-UNION ALL
-SELECT NULL, (SELECT min(ready_at) FROM work_index WHERE namespace = %(ns)s AND ready_at > %(now)s),
-       {", ".join(["NULL"] * 8)}"""
-
 TELL = "SELECT count(pg_notify(n, %s)) FROM unnest(%s::text[]) AS n"
 
 HAS_AFTER = "SELECT EXISTS (SELECT 1 FROM events WHERE namespace = %s AND position > %s)"
@@ -136,37 +111,18 @@ def describe(url: str) -> str:
     return redact_url(base)
 
 
-def utc(value: datetime) -> datetime:
-    """A timestamptz from the driver, in UTC like the other backends return it."""
-    return value.astimezone(UTC)
-
-
-def _version(event: Event) -> int:
-    return event.version
-
-
 def like_escape(text: str) -> str:
     """``text`` with LIKE wildcards taken literally."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def to_event(row: Sequence[Any]) -> Event:
-    """An events row (in EVENT_COLUMNS order) as a record."""
-    position, stream_id, version, type_, payload, metadata, namespace, recorded_at = row
-    return Event(
-        position=position,
-        stream_id=stream_id,
-        version=version,
-        type=type_,
-        payload=bytes(payload),
-        metadata=msgspec.json.decode(metadata, type=dict[str, str]),
-        namespace=namespace,
-        recorded_at=utc(recorded_at),
-    )
+class PostgresRecorder(WorkIndexQueries):
+    """Stores the journal in PostgreSQL. Open with :meth:`open`; close when done.
 
-
-class PostgresRecorder:
-    """Stores the journal in PostgreSQL. Open with :meth:`open`; close when done."""
+    The work-index methods (``claim``, ``claim_next``, ``renew``, ``release``,
+    ``next_ready_at``, ``clear_work_index``, ``put_work``, ``work_index``)
+    come from :class:`~sagalog.storage.pg_work.WorkIndexQueries`.
+    """
 
     def __init__(self, pool: psycopg_pool.AsyncConnectionPool[Conn], url: str, channel: str):
         self._pool = pool
@@ -449,101 +405,6 @@ class PostgresRecorder:
         )
         return 0 if found is None else int(found)
 
-    # -- the work index ------------------------------------------------------------
-
-    async def claim(
-        self, namespace: str, owner: str, now: datetime, lease_until: datetime, limit: int
-    ) -> list[Claim]:
-        rows = await self._all(
-            """
-            WITH ready AS (
-                SELECT stream_id FROM work_index
-                WHERE namespace = %(ns)s AND ready_at <= %(now)s
-                  AND (lease_owner IS NULL OR lease_expires_at <= %(now)s)
-                ORDER BY ready_at, stream_id LIMIT %(limit)s
-                FOR UPDATE SKIP LOCKED)
-            UPDATE work_index w SET lease_owner = %(owner)s, lease_expires_at = %(until)s
-            FROM ready WHERE w.namespace = %(ns)s AND w.stream_id = ready.stream_id
-            RETURNING w.stream_id, w.ready_at""",
-            {"ns": namespace, "now": now, "limit": limit, "owner": owner, "until": lease_until},
-        )
-        claims = [Claim(stream_id, utc(ready), owner, lease_until) for stream_id, ready in rows]
-        return sorted(claims, key=lambda c: (c.ready_at, c.stream_id))
-
-    async def claim_next(
-        self, namespace: str, owner: str, now: datetime, lease_until: datetime, limit: int, read: int
-    ) -> tuple[list[Claim], datetime | None]:
-        """:meth:`claim`, the first ``read`` events of each claimed stream, and the next
-        ``ready_at`` after ``now`` in the namespace (None: none), in one query."""
-        params = {"ns": namespace, "now": now, "limit": limit, "owner": owner, "until": lease_until,
-                  "read": read}  # fmt: skip
-        with self._errors():
-            async with self._pool.connection() as conn:
-                cur = conn.cursor(binary=True)
-                await cur.execute(CLAIM_NEXT, params)
-                rows = await cur.fetchall()
-        next_due: datetime | None = None
-        claims: dict[str, tuple[datetime, list[Event]]] = {}
-        for stream_id, ready, *event in rows:
-            if stream_id is None:  # the row that says when the next stream is due
-                next_due = ready
-                continue
-            _, events = claims.setdefault(stream_id, (utc(ready), []))
-            if event[0] is not None:
-                events.append(to_event(event))
-        found = [
-            Claim(stream_id, ready, owner, lease_until,
-                  tuple(sorted(events, key=_version)) if read > 0 else None)
-            for stream_id, (ready, events) in claims.items()
-        ]  # fmt: skip
-        found.sort(key=lambda c: (c.ready_at, c.stream_id))
-        return found, None if next_due is None else utc(next_due)
-
-    async def renew(
-        self, namespace: str, owner: str, stream_ids: Sequence[str], lease_until: datetime
-    ) -> list[str]:
-        rows = await self._all(
-            """
-            WITH held AS (
-                SELECT stream_id FROM work_index
-                WHERE namespace = %(ns)s AND lease_owner = %(owner)s AND stream_id = ANY(%(ids)s)
-                ORDER BY stream_id FOR UPDATE)
-            UPDATE work_index w SET lease_expires_at = %(until)s
-            FROM held WHERE w.namespace = %(ns)s AND w.stream_id = held.stream_id
-            RETURNING w.stream_id""",
-            {"ns": namespace, "owner": owner, "ids": list(stream_ids), "until": lease_until},
-        )
-        renewed = {row[0] for row in rows}
-        return [s for s in dict.fromkeys(stream_ids) if s in renewed]
-
-    async def release(self, namespace: str, owner: str, stream_ids: Sequence[str]) -> None:
-        await self._all(
-            """
-            WITH held AS (
-                SELECT stream_id FROM work_index
-                WHERE namespace = %(ns)s AND lease_owner = %(owner)s AND stream_id = ANY(%(ids)s)
-                ORDER BY stream_id FOR UPDATE)
-            UPDATE work_index w SET lease_owner = NULL, lease_expires_at = NULL
-            FROM held WHERE w.namespace = %(ns)s AND w.stream_id = held.stream_id
-            RETURNING 1""",
-            {"ns": namespace, "owner": owner, "ids": list(stream_ids)},
-        )
-
-    async def next_ready_at(self, namespace: str, after: datetime | None = None) -> datetime | None:
-        if after is None:
-            found = await self._one(
-                "SELECT min(ready_at) FROM work_index WHERE namespace = %s", (namespace,)
-            )
-        else:
-            found = await self._one(
-                "SELECT min(ready_at) FROM work_index WHERE namespace = %s AND ready_at > %s",
-                (namespace, after),
-            )
-        return None if found is None else utc(found)
-
-    async def clear_work_index(self, namespace: str) -> None:
-        await self._all("DELETE FROM work_index WHERE namespace = %s RETURNING 1", (namespace,))
-
     async def close(self) -> None:
         await self._waker.close()
         async with self._appender_lock:
@@ -568,32 +429,6 @@ class PostgresRecorder:
 
     async def clear_snapshots(self, namespace: str) -> None:
         await self._all("DELETE FROM snapshots WHERE namespace = %s RETURNING 1", (namespace,))
-
-    async def put_work(self, namespace: str, stream_id: str, ready_at: datetime | None) -> None:
-        if ready_at is None:
-            await self._all(
-                "DELETE FROM work_index WHERE namespace = %s AND stream_id = %s RETURNING 1",
-                (namespace, stream_id),
-            )
-            return
-        # Same upsert as an append's Schedule: an existing row keeps its lease.
-        await self._all(
-            "INSERT INTO work_index (namespace, stream_id, ready_at) VALUES (%s, %s, %s)"
-            " ON CONFLICT (namespace, stream_id) DO UPDATE SET ready_at = excluded.ready_at"
-            " RETURNING 1",
-            (namespace, stream_id, ready_at),
-        )
-
-    async def work_index(self, namespace: str) -> list[WorkItem]:
-        rows = await self._all(
-            "SELECT stream_id, ready_at, lease_owner, lease_expires_at FROM work_index"
-            " WHERE namespace = %s ORDER BY stream_id",
-            (namespace,),
-        )
-        return [
-            WorkItem(sid, utc(ready), owner, None if expires is None else utc(expires))
-            for sid, ready, owner, expires in rows
-        ]
 
     async def read_streams(self, namespace: str, stream_ids: Sequence[str]) -> list[Event]:
         """Every event of several streams in one query, by stream then version (worker prefetch)."""

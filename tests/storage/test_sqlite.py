@@ -22,7 +22,8 @@ from sagalog.storage import (
     StreamFilter,
     connect,
 )
-from sagalog.storage.sqlite import SqliteRecorder, _Database
+from sagalog.storage.sqlite import SqliteRecorder
+from sagalog.storage.sqlite_db import SqliteDatabase
 
 from sagalog.clock import ManualClock
 from sagalog.errors import OperationalError, ProgrammingError
@@ -194,15 +195,15 @@ async def test_a_natively_cancelled_call_does_not_share_the_connection_with_the_
     recorder = journal.recorder
     assert isinstance(recorder, SqliteRecorder)
     inside, release = threading.Event(), threading.Event()
-    versions = _Database._versions
+    versions = SqliteDatabase._versions
 
-    def held_versions(db: _Database, requests: Sequence[AppendRequest]) -> dict[tuple[str, str], int]:
+    def held_versions(db: SqliteDatabase, requests: Sequence[AppendRequest]) -> dict[tuple[str, str], int]:
         if any(r.stream_id == "direct-1" for r in requests):  # inside the direct batch's transaction
             inside.set()
             release.wait(30)
         return versions(db, requests)
 
-    monkeypatch.setattr(_Database, "_versions", held_versions)
+    monkeypatch.setattr(SqliteDatabase, "_versions", held_versions)
     await journal.append("first", NO_STREAM, [NewEvent("A", b"")])
     direct = asyncio.create_task(recorder.append_batch([
         AppendRequest("default", f"direct-{i}", NO_STREAM, (NewEvent("D", b""),), datetime.now(UTC))
