@@ -7,7 +7,7 @@ from datetime import datetime
 
 import anyio
 import anyio.lowlevel
-from sagalog.storage.recorder import AppendOutcome, AppendRequest
+from sagalog.storage.recorder import AppendOutcome, AppendRequest, stored_events
 from sagalog.storage.records import (
     ANY_VERSION,
     DEFAULT_NAMESPACE,
@@ -70,21 +70,10 @@ class MemoryRecorder:
                     ConcurrencyError(request.stream_id, request.expected_version, current)
                 )
                 continue
-            written = []
-            for offset, new in enumerate(request.events, start=1):
-                event = Event(
-                    position=len(self._events) + 1,
-                    stream_id=request.stream_id,
-                    version=current + offset,
-                    type=new.type,
-                    payload=new.payload,
-                    metadata=dict(new.metadata),
-                    namespace=request.namespace,
-                    recorded_at=request.recorded_at,
-                )
-                self._events.append(event)
-                stream.append(event)
-                written.append(event)
+            first = len(self._events) + 1
+            written = stored_events(request, range(first, first + len(request.events)), current + 1)
+            self._events += written
+            stream += written
             outcomes.append(written)
             self._schedule(request)
         self._appended.set()

@@ -19,7 +19,7 @@ import msgspec
 from psycopg import pq
 from psycopg.adapt import AdaptersMap, Dumper
 from sagalog.storage.notices import encode_broad_notice, encode_notice, worker_of
-from sagalog.storage.recorder import AppendOutcome, AppendRequest
+from sagalog.storage.recorder import AppendOutcome, AppendRequest, stored_events
 from sagalog.storage.records import ANY_VERSION, Event
 
 from sagalog.errors import ConcurrencyError, InvalidEventError
@@ -497,19 +497,7 @@ def append_locked_arguments(request: AppendRequest, channel: str) -> tuple[Any, 
 
 def one_outcome(request: AppendRequest, rows: Sequence[Sequence[Any]]) -> list[Event]:
     """The stored events of an accepted request from APPEND_ONE's rows (position, version)."""
-    return [
-        Event(
-            position=position,
-            stream_id=request.stream_id,
-            version=version,
-            type=event.type,
-            payload=event.payload,
-            metadata=dict(event.metadata),
-            namespace=request.namespace,
-            recorded_at=request.recorded_at,
-        )
-        for (position, version, *_), event in zip(rows, request.events, strict=True)
-    ]
+    return stored_events(request, [row[0] for row in rows], rows[0][1])
 
 
 def chunks(requests: Sequence[AppendRequest]) -> Iterator[Sequence[AppendRequest]]:
@@ -550,17 +538,5 @@ def append_outcomes(
         if request.expected_version not in (ANY_VERSION, version):
             found.append(ConcurrencyError(request.stream_id, request.expected_version, version))
             continue
-        found.append([
-            Event(
-                next(taken),
-                request.stream_id,
-                version + offset,
-                event.type,
-                event.payload,
-                dict(event.metadata),
-                request.namespace,
-                request.recorded_at,
-            )
-            for offset, event in enumerate(request.events, start=1)
-        ])
+        found.append(stored_events(request, taken, version + 1))
     return found

@@ -8,7 +8,7 @@ into :mod:`sagalog.errors` (``OperationalError`` for the transient ones).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -45,6 +45,25 @@ class AppendRequest(msgspec.Struct, frozen=True):
     final: bool = False
     """The append may end what others await (a workflow's end): watchers of final
     appends are told (see ``Journal.append``)."""
+
+
+def stored_events(
+    request: AppendRequest, positions: Iterable[int], first_version: int, recorded_at: datetime | None = None
+) -> list[Event]:
+    """``request``'s events as stored: at ``positions``, versions from ``first_version`` on.
+
+    ``recorded_at``: the time as the backend stores it, when it keeps less
+    than a datetime holds (default: the request's own).
+    """
+    at = request.recorded_at if recorded_at is None else recorded_at
+    stream, namespace = request.stream_id, request.namespace
+    # Events first: zip stops at the last event without taking one position
+    # too many from an iterator (a batch's positions are one iterator).
+    pairs = zip(request.events, positions)  # noqa: B905 (positions may run on)
+    return [
+        Event(position, stream, version, new.type, new.payload, dict(new.metadata), namespace, at)
+        for version, (new, position) in enumerate(pairs, start=first_version)
+    ]
 
 
 AppendOutcome = list[Event] | ConcurrencyError

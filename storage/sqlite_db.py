@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 import msgspec
-from sagalog.storage.recorder import AppendOutcome, AppendRequest
+from sagalog.storage.recorder import AppendOutcome, AppendRequest, stored_events
 from sagalog.storage.records import (
     ANY_VERSION,
     Claim,
@@ -267,22 +267,12 @@ class SqliteDatabase:
                 stamp, recorded_at = stamps.get(request.recorded_at) or stamps.setdefault(
                     request.recorded_at, _stamp(request.recorded_at)
                 )
-                written = []
-                for new in request.events:
-                    position += 1
-                    current += 1
-                    event = Event(
-                        position=position,
-                        stream_id=request.stream_id,
-                        version=current,
-                        type=new.type,
-                        payload=new.payload,
-                        metadata=dict(new.metadata),
-                        namespace=request.namespace,
-                        recorded_at=recorded_at,
-                    )
-                    written.append(event)
-                    rows.append(_row(event, stamp))
+                count = len(request.events)
+                taken = range(position + 1, position + count + 1)
+                written = stored_events(request, taken, current + 1, recorded_at)
+                rows += [_row(event, stamp) for event in written]
+                position += count
+                current += count
                 if versions is not None:
                     versions[key] = current
                 outcomes.append(written)
