@@ -83,4 +83,3 @@ def still_valid(ex: Executor, event: WorkflowEvent) -> bool:
         child = ex.children.get(event.seq)
         return child is None or not child.done
     return True
-
