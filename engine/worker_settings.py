@@ -58,6 +58,11 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Address the console listens on; beyond loopback it always needs a token."""
     dashboard_token: str = ""
     """Console tokens, comma-separated ``NAME=SECRET`` or ``SECRET`` (empty: none)."""
+    gc_threshold: int = 50_000
+    """Allocations between two passes of Python's garbage collector over its
+    youngest objects (Python's own default is 700; 0 keeps it). A worker
+    holds thousands of live instances, and at 700 the collector's passes
+    over them took a quarter of its CPU."""
 
     @property
     def url(self) -> str:
@@ -89,6 +94,8 @@ def validate(settings: WorkerSettings) -> WorkerSettings:
         raise ConfigurationError(f"poll interval must be positive, not {settings.poll_seconds:g}")
     if settings.claim_batch < 1:
         raise ConfigurationError(f"claim batch must be at least 1, not {settings.claim_batch}")
+    if settings.gc_threshold < 0:
+        raise ConfigurationError(f"gc threshold cannot be negative ({settings.gc_threshold})")
     if settings.log_level.upper() not in LOG_LEVELS:
         raise ConfigurationError(
             f"unknown log level {settings.log_level!r}: use one of {', '.join(LOG_LEVELS)}"
@@ -121,6 +128,7 @@ ENVIRONMENT: dict[str, tuple[str, type]] = {
     "SAGALOG_DASHBOARD_PORT": ("dashboard_port", int),
     "SAGALOG_DASHBOARD_HOST": ("dashboard_host", str),
     "SAGALOG_DASHBOARD_TOKEN": ("dashboard_token", str),
+    "SAGALOG_GC_THRESHOLD": ("gc_threshold", int),
 }
 
 

@@ -44,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="address the console listens on (SAGALOG_DASHBOARD_HOST; default: 127.0.0.1)")
     add("--dashboard-token", action="append", metavar="TOKEN",
         help="console token NAME=SECRET or SECRET, repeatable (SAGALOG_DASHBOARD_TOKEN, comma-separated)")
+    add("--gc-threshold", type=int, metavar="N",
+        help="allocations between garbage-collector passes; 0 keeps Python's 700 "
+        "(SAGALOG_GC_THRESHOLD; default: 50000)")
     parser.set_defaults(run=run)
 
 
@@ -65,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         dashboard_port=args.dashboard_port,
         dashboard_host=args.dashboard_host,
         dashboard_token=",".join(args.dashboard_token) if args.dashboard_token else None,
+        gc_threshold=args.gc_threshold,
     )
     for module in args.modules:
         check_importable(module)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+
 import pytest
+from sagalog.engine.worker_process import tune_gc
 from sagalog.engine.worker_settings import WorkerSettings, settings_from_env
 
 from sagalog.errors import ConfigurationError
@@ -24,6 +28,35 @@ def test_environment_then_overrides() -> None:
     assert settings.owner  # generated when not given
 
 
+def test_gc_threshold_from_the_environment_and_its_default() -> None:
+    assert settings_from_env({"SAGALOG_GC_THRESHOLD": "20000"}).gc_threshold == 20_000
+    assert settings_from_env({}).gc_threshold == 50_000
+
+
+@pytest.fixture
+def gc_restored() -> Iterator[None]:
+    before = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*before)
+
+
+@pytest.mark.usefixtures("gc_restored")
+def test_tune_gc_sets_the_youngest_threshold_and_freezes_what_is_loaded() -> None:
+    older = gc.get_threshold()[1:]
+    tune_gc(12_345)
+    assert gc.get_threshold() == (12_345, *older)
+    assert gc.get_freeze_count() > 1000  # the imported modules, classes and functions
+
+
+@pytest.mark.usefixtures("gc_restored")
+def test_tune_gc_zero_leaves_python_alone() -> None:
+    before = gc.get_threshold()
+    tune_gc(0)
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
 def test_defaults_use_the_embedded_database(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SAGALOG_DB", raising=False)
     settings = settings_from_env({})
@@ -41,6 +74,8 @@ def test_defaults_use_the_embedded_database(monkeypatch: pytest.MonkeyPatch) -> 
         ({}, {"grace_seconds": -1.0}, "grace period cannot be negative (-1)"),
         ({}, {"log_level": "chatty"}, "unknown log level 'chatty': use one of DEBUG, INFO, WARNING, ERROR"),
         ({}, {"metrics_port": 70000}, "metrics port must be between 0 and 65535, not 70000"),
+        ({"SAGALOG_GC_THRESHOLD": "lots"}, {}, "SAGALOG_GC_THRESHOLD='lots' is not a valid int"),
+        ({}, {"gc_threshold": -1}, "gc threshold cannot be negative (-1)"),
     ],
 )
 def test_bad_values_are_refused_with_a_message(
