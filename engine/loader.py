@@ -1,4 +1,4 @@
-"""Bringing instances into memory: the sticky cache, replay from the journal, parking.
+"""Bringing instances into memory: the sticky cache, replay from the journal, snapshots, parking.
 
 :class:`Loader` keeps the Runner's live instances in an LRU cache (sticky
 execution). An instance that is not cached, or whose cached copy fell
@@ -7,7 +7,9 @@ state folded (from a snapshot when the history is long) and its workflow
 code replayed against the history. One that cannot run is parked, not
 failed: its workflow is unknown here, its code no longer matches its
 history, or an event cannot be decoded. One that has ended or is parked
-raises :class:`~sagalog.engine.live.Idle`.
+raises :class:`~sagalog.engine.live.Idle`. Snapshots are saved here too,
+every ``snapshot_every`` events, next to the rule that decides when a load
+reads one.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from sagalog.replay.events import (
 )
 from sagalog.replay.executor import Executor, default_decode
 from sagalog.replay.saga import TERMINAL, SagaFold, SagaState, apply_event
-from sagalog.storage import Event, Journal, Schedule
+from sagalog.storage import Event, Journal, Schedule, Snapshot
 
 from sagalog.clock import Clock
 from sagalog.errors import DecodingError, NonDeterminismError, NotFoundError, UnknownWorkflowError
@@ -80,7 +82,8 @@ class Loader:
         self.cache_misses = 0
         """Loads that replayed the instance from the journal."""
         self.observer: Observer = NULL_OBSERVER
-        """Told of replays and parks (see ``Runner.observer``)."""
+        """Told what is worth counting: replays and parks here, commits and steps by the
+        Runner, which reads it here (``Runner.observer`` sets it)."""
 
     async def load(self, instance_id: str, *, trust_cache: bool = False, trust_fresh: bool = False) -> Live:
         """The instance's live executor, from the cache (caught up) or replayed.
@@ -178,6 +181,16 @@ class Loader:
                 continue
             live.fresh = True
             self.cache_misses += 1
+
+    async def save_snapshot(self, instance_id: str, base: int, state: SagaState) -> None:
+        """Save ``state`` as a snapshot when the commit from version ``base`` to it crossed a
+        multiple of ``snapshot_every`` (a later load of a long history folds from there)."""
+        every = self.snapshot_every
+        if every > 0 and state.version // every > base // every:
+            data = self.fold.encode(state)
+            await self.journal.save_snapshot(
+                Snapshot(stream_id(instance_id), state.version, data, self.fold.schema)
+            )
 
     def forget(self, instance_id: str) -> None:
         """Drop the cached copy, if any: the next load replays from the journal."""

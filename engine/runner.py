@@ -62,14 +62,7 @@ from sagalog.replay.events import (
 )
 from sagalog.replay.executor import StepTask
 from sagalog.replay.saga import ENDING_TYPES, TERMINAL, SagaFold, SagaState, ready_at
-from sagalog.storage import (
-    Event,
-    Journal,
-    Schedule,
-    Snapshot,
-    check_stream_id,
-    encode_value,
-)
+from sagalog.storage import Event, Journal, Schedule, check_stream_id, encode_value
 
 from sagalog.clock import SYSTEM_CLOCK, Clock
 from sagalog.errors import ConcurrencyError, DecodingError, NonDeterminismError, NotFoundError, WorkflowError
@@ -135,8 +128,8 @@ class Runner:
         register_session_steps(self.registry)
 
     # The loader keeps these; they read here as before, and the observer and
-    # snapshot_every can be set here too. This runner's own code reads them off
-    # the loader (a property read costs more than an attribute's, on every step).
+    # snapshot_every can be set here too. This runner's own code reads the
+    # observer off the loader (a property read costs more than an attribute's).
 
     @property
     def observer(self) -> Observer:
@@ -709,7 +702,7 @@ class Runner:
         for _ in range(takeovers):
             self.loader.observer.takeover(live.workflow.name)
         live.state = state
-        await self._snapshot(ex.instance_id, base, state)
+        await self.loader.save_snapshot(ex.instance_id, base, state)
         return [ex.steps[e.seq] for e in starts if isinstance(e, StepStarted)], decisions
 
     def _observe_commit(self, live: Live, after: SagaState, decisions: Sequence[WorkflowEvent]) -> None:
@@ -721,14 +714,6 @@ class Runner:
         status = after.status
         if status != live.state.status and (status in TERMINAL or status == "compensation_failed"):
             self.loader.observer.workflow_ended(name, status)
-
-    async def _snapshot(self, instance_id: str, base: int, state: SagaState) -> None:
-        every = self.loader.snapshot_every
-        if every > 0 and state.version // every > base // every:
-            data = self._fold.encode(state)
-            await self.journal.save_snapshot(
-                Snapshot(stream_id(instance_id), state.version, data, self._fold.schema)
-            )
 
     async def _after_commit(self, instance_id: str, state: SagaState, decided: list[WorkflowEvent]) -> None:
         """What a commit asks of the world: cancel steps and children, tell a parent."""
