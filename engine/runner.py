@@ -10,8 +10,9 @@ folded from the result. A crash between two appends therefore loses at most
 one batch: a step whose completion was recorded never runs again, and one
 whose completion was not runs again with the next attempt number.
 
-Executors are kept in an LRU cache (sticky execution); a miss, or any
-``ConcurrencyError`` (someone else appended), replays from the journal.
+Its :class:`~sagalog.engine.loader.Loader` keeps executors in an LRU cache
+(sticky execution); a miss, or any ``ConcurrencyError`` (someone else
+appended), replays from the journal.
 """
 
 from __future__ import annotations
@@ -34,16 +35,16 @@ from sagalog.engine.children import may_be_orphan, orphan_verdict, outcome_for_p
 from sagalog.engine.inputs import COMMIT_TRIES, append_input, operator_decision
 from sagalog.engine.instances import create_decided, start_instance
 from sagalog.engine.live import Handoff, Idle, Live, fold_pairs, still_valid
-from sagalog.engine.observer import NULL_OBSERVER, Observer, outcome_of
+from sagalog.engine.loader import Loader
+from sagalog.engine.observer import Observer, outcome_of
 from sagalog.engine.results import await_result, describe
 from sagalog.engine.retry import DEFAULT_RETRY, RetryPolicy, resolve_policy
 from sagalog.engine.session_steps import register_session_steps
 from sagalog.engine.sessions import Sessions
 from sagalog.engine.steps import Attempt, outcome_event, run_attempt
-from sagalog.engine.tracing import NO_SPAN, TRACEPARENT, TRACING, SpanHandle, trace_id_of, trace_of
+from sagalog.engine.tracing import NO_SPAN, TRACEPARENT, TRACING, SpanHandle, trace_id_of
 from sagalog.engine.workflow import DEFAULT_REGISTRY, Registry, Step, StepContext, Workflow
 from sagalog.replay.events import (
-    DECISION_TYPES,
     CancelRequested,
     ChildCancelRequested,
     ChildFailed,
@@ -54,33 +55,17 @@ from sagalog.replay.events import (
     StepStarted,
     TimerFired,
     WorkflowEvent,
-    WorkflowParked,
     WorkflowStarted,
     WorkflowUnparked,
-    decode_event,
     encode_event,
     stream_id,
 )
-from sagalog.replay.executor import Executor, StepTask, default_decode
-from sagalog.replay.saga import ENDING_TYPES, TERMINAL, SagaFold, SagaState, apply_event, ready_at
-from sagalog.storage import (
-    Event,
-    Journal,
-    Schedule,
-    Snapshot,
-    check_stream_id,
-    encode_value,
-)
+from sagalog.replay.executor import StepTask
+from sagalog.replay.saga import ENDING_TYPES, TERMINAL, SagaFold, SagaState, ready_at
+from sagalog.storage import Event, Journal, Schedule, check_stream_id, encode_value
 
 from sagalog.clock import SYSTEM_CLOCK, Clock
-from sagalog.errors import (
-    ConcurrencyError,
-    DecodingError,
-    NonDeterminismError,
-    NotFoundError,
-    UnknownWorkflowError,
-    WorkflowError,
-)
+from sagalog.errors import ConcurrencyError, DecodingError, NonDeterminismError, NotFoundError, WorkflowError
 
 
 class Runner:
@@ -115,15 +100,9 @@ class Runner:
         self.registry = registry or DEFAULT_REGISTRY
         self.clock = clock
         self.worker_id = worker_id or f"runner-{uuid.uuid4().hex[:8]}"
-        self.snapshot_every = snapshot_every
         self.default_retry = default_retry
         self.breakers = breakers or Breakers(clock)
         self.lease_seconds = lease_seconds
-        self.cache: LRUCache[str, Live] = LRUCache(maxsize=max(1, cache_size))
-        self.cache_hits = 0
-        """Advances that found the instance's executor in the cache."""
-        self.cache_misses = 0
-        """Advances that replayed the instance from the journal."""
         self.steps_run = 0
         """Step and compensation attempts run to an outcome."""
         self._fold = SagaFold()
@@ -131,14 +110,59 @@ class Runner:
         self._inflight: dict[str, dict[int, anyio.CancelScope]] = {}
         self._rng = random.Random()
         self._meta = {"worker": self.worker_id}
-        self.observer: Observer = NULL_OBSERVER
-        """Told what is worth counting (a worker's metrics; see WorkerMetrics.observe_runner)."""
+        self.loader = Loader(
+            journal,
+            self.registry,
+            clock,
+            self._fold,
+            meta=self._meta,
+            snapshot_every=snapshot_every,
+            cache_size=cache_size,
+        )
+        """Brings instances into memory: the sticky cache, replay, parking."""
         self.tracing = TRACING
         """Starts the spans of instances and attempts (a no-op without OpenTelemetry)."""
         # -- sessions (issue 5): ctx.session commands run as built-in steps with
         # these Sessions; ending a session cancels or signals its bound instances.
         self.sessions = Sessions(journal, clock=clock, workflows=self)
         register_session_steps(self.registry)
+
+    # The loader keeps these; they read here as before, and the observer and
+    # snapshot_every can be set here too. This runner's own code reads the
+    # observer off the loader (a property read costs more than an attribute's).
+
+    @property
+    def observer(self) -> Observer:
+        """Told what is worth counting (a worker's metrics; see WorkerMetrics.observe_runner)."""
+        return self.loader.observer
+
+    @observer.setter
+    def observer(self, observer: Observer) -> None:
+        self.loader.observer = observer
+
+    @property
+    def snapshot_every(self) -> int:
+        """A SagaState snapshot is saved every this many events (0: never)."""
+        return self.loader.snapshot_every
+
+    @snapshot_every.setter
+    def snapshot_every(self, every: int) -> None:
+        self.loader.snapshot_every = every
+
+    @property
+    def cache(self) -> LRUCache[str, Live]:
+        """The live instances kept in memory, by id (sticky execution)."""
+        return self.loader.cache
+
+    @property
+    def cache_hits(self) -> int:
+        """Advances that found the instance's executor in the cache."""
+        return self.loader.cache_hits
+
+    @property
+    def cache_misses(self) -> int:
+        """Advances that replayed the instance from the journal."""
+        return self.loader.cache_misses
 
     # -- starting -------------------------------------------------------------
 
@@ -308,10 +332,9 @@ class Runner:
         state = await self.describe(instance_id)
         if state.status != "parked":
             raise WorkflowError(f"workflow {instance_id!r} is {state.status}, not parked")
-        self.cache.pop(instance_id, None)
+        self.loader.forget(instance_id)
         async with self._lock(instance_id):
-            pairs, trace = await self._read(instance_id)
-            live = await self._replay(instance_id, pairs, park=False, trace=trace)
+            live = await self.loader.reload(instance_id)
             await self._commit(live, [WorkflowUnparked(actor)], start=False, metadata=metadata)
             return live.state
 
@@ -356,7 +379,7 @@ class Runner:
             if handoff:  # the first step runs in this task rather than a new one
                 taken = handoff[0]
                 await self._run_step(instance_id, taken.workflow, taken.task, taken.scope, tg)
-        live = self.cache.get(instance_id)
+        live = self.loader.cache.get(instance_id)
         if live is not None:
             return live.state
         try:
@@ -365,44 +388,12 @@ class Runner:
             return first  # parked as undecodable: only the state seen on parking is readable
 
     async def preload(self, instance_ids: Sequence[str]) -> None:
-        """Replay into the cache, reading them in one query, the instances not cached yet.
-
-        For a worker that has just claimed them: their streams are read after
-        the claim, so the next :meth:`advance` of each trusts the replayed copy
-        without reading its tail again (an append by anyone since then still
-        makes that advance's commit fail and replay). Instances that cannot run
-        (ended, parked, unknown or undecodable) are left to :meth:`advance`.
-        """
-        missing = [i for i in dict.fromkeys(instance_ids) if i not in self.cache]
-        if len(missing) < 2:
-            return  # one query either way
-        found = await self.journal.read_streams([stream_id(i) for i in missing])
-        await self.adopt({i: found.get(stream_id(i), []) for i in missing})
+        """Replay into the cache, in one query, claimed instances not cached yet (see ``Loader.preload``)."""
+        await self.loader.preload(instance_ids)
 
     async def adopt(self, histories: Mapping[str, Sequence[Event]], limit: int | None = None) -> None:
-        """Replay into the cache instances whose events were just read (see :meth:`preload`).
-
-        ``limit``: the histories were read up to that many events, so one that
-        long may be cut short and is left to :meth:`advance`.
-        """
-        for instance_id, stored in histories.items():
-            if not stored or instance_id in self.cache:
-                continue
-            if limit is not None and len(stored) >= limit:
-                continue
-            if self.snapshot_every and len(stored) >= self.snapshot_every:
-                continue  # long histories load through their snapshot in advance()
-            try:
-                pairs = [(event.version, decode_event(event)) for event in stored]
-                state = fold_pairs(self._fold.initial(stream_id(instance_id)), pairs)
-                if state.status in ("parked", *TERMINAL):
-                    continue
-                trace = trace_of(stored)
-                live = await self._replay(instance_id, pairs, park=False, state=state, trace=trace)
-            except (UnknownWorkflowError, NonDeterminismError, DecodingError):
-                continue
-            live.fresh = True
-            self.cache_misses += 1
+        """Replay into the cache instances whose events were just read (see ``Loader.adopt``)."""
+        await self.loader.adopt(histories, limit)
 
     async def run_until_idle(self, limit: int = 100) -> int:
         """Advance every instance that is due now (by this runner's clock) until none is.
@@ -439,7 +430,7 @@ class Runner:
     def _lock(self, instance_id: str) -> anyio.Lock:
         lock = self._locks.get(instance_id)
         if lock is None:
-            if len(self._locks) > 4 * self.cache.maxsize:
+            if len(self._locks) > 4 * self.loader.cache.maxsize:
                 self._locks = {k: v for k, v in self._locks.items() if v.locked()}
             # fast_acquire: an uncontended lock (the usual case) costs no event-loop round.
             lock = self._locks[instance_id] = anyio.Lock(fast_acquire=True)
@@ -461,14 +452,14 @@ class Runner:
         ``own`` is for the outcome of a step this runner ran, ``claimed`` for
         the first advance after a claim: then a cached executor (``claimed``:
         one that :meth:`preload` just read) is trusted without reading the
-        stream's tail first (see :meth:`_load`).
+        stream's tail first (see ``Loader.load``).
         """
         trust, fresh = own, claimed
         for _ in range(COMMIT_TRIES):
             try:
                 async with self._lock(instance_id):
                     try:
-                        live = await self._load(instance_id, trust_cache=trust, trust_fresh=fresh)
+                        live = await self.loader.load(instance_id, trust_cache=trust, trust_fresh=fresh)
                     except Idle as idle:
                         state, decided = idle.state, []
                     else:
@@ -478,7 +469,7 @@ class Runner:
                         decided = await self._commit_all(live, [*inputs, *orphan], tg, handoff)
                         state = live.state
             except ConcurrencyError:
-                self.cache.pop(instance_id, None)  # someone else appended: replay
+                self.loader.forget(instance_id)  # someone else appended: replay
                 trust = fresh = False
                 continue
             await self._after_commit(instance_id, state, decided)
@@ -524,7 +515,7 @@ class Runner:
             # Quiet: this runner holds the instance and goes on with it; no other worker is woken.
             started, decisions = await self._commit(live, pending, start=tg is not None, quiet=True)
             for lag in lags:  # counted once recorded (a conflict replays and fires them again)
-                self.observer.timer_fired(live.workflow.name, lag)
+                self.loader.observer.timer_fired(live.workflow.name, lag)
             decided += decisions
             pending = []
             if tg is not None:
@@ -581,7 +572,7 @@ class Runner:
             self.steps_run += 1
             event = outcome_event(task, attempt, policy, self.clock.now(), self._rng)
             outcome = outcome_of(event)
-            self.observer.step_attempt(wf.name, task.name, task.kind, task.attempt, outcome, seconds)
+            self.loader.observer.step_attempt(wf.name, task.name, task.kind, task.attempt, outcome, seconds)
             # Still marked as running here until its outcome is committed, so a
             # concurrent commit does not take it for a crashed attempt.
             await self._tick(instance_id, [event], tg, own=True, handoff=handoff)
@@ -634,150 +625,18 @@ class Runner:
         }
         return self.tracing.span(f"{task.kind} {task.name}", None, attributes)
 
+    async def _park_running(self, instance_id: str, reason: str) -> None:
+        """Park an instance whose step cannot run here (its code is not registered)."""
+        async with self._lock(instance_id):
+            with _ignore_conflict():  # someone else moved it on; the next advance decides again
+                await self.loader.park(instance_id, "unknown_workflow", reason)
+
     def _drop_handoff(self, instance_id: str, handoff: list[Handoff]) -> None:
         """Forget a handed-off step that will not run here, so the next commit restarts it."""
         running = self._inflight.get(instance_id, {})
         for taken in handoff:
             if running.get(taken.task.seq) is taken.scope:
                 del running[taken.task.seq]
-
-    # -- loading ------------------------------------------------------------------
-
-    async def _read(self, instance_id: str) -> tuple[list[tuple[int, WorkflowEvent]], str | None]:
-        """The decoded history and the instance's trace context (see ``tracing.trace_of``)."""
-        stored = await self.journal.read_stream(stream_id(instance_id))
-        if not stored:
-            raise NotFoundError(f"no workflow instance {instance_id!r}")
-        return [(event.version, decode_event(event)) for event in stored], trace_of(stored)
-
-    async def _load(self, instance_id: str, *, trust_cache: bool = False, trust_fresh: bool = False) -> Live:
-        """The instance's live executor, from the cache (caught up) or replayed.
-
-        With ``trust_cache`` a cached executor is used as it is, without
-        reading the events appended since it was cached. That is safe because
-        the next append expects the cached version (the fencing token): if
-        anyone else appended meanwhile, it fails with ConcurrencyError and the
-        caller replays. It saves a query per step when this runner is the
-        only writer, as it is between a step's start and its outcome.
-        ``trust_fresh`` trusts only a copy :meth:`preload` read and nothing used since.
-        """
-        live = self.cache.get(instance_id)
-        if live is not None:
-            fresh, live.fresh = live.fresh, False
-            if fresh and trust_fresh:
-                return live  # counted as a miss when preload() replayed it
-            self.cache_hits += 1
-            if trust_cache:
-                return live
-            tail = await self.journal.read_stream(stream_id(instance_id), live.state.version + 1)
-            if not tail:
-                return live
-            if live.traceparent is None:  # another worker may have started the trace meanwhile
-                live.set_trace(trace_of(tail), self._meta)
-            try:
-                pairs = [(event.version, decode_event(event)) for event in tail]
-                live.executor.now = self.clock.now()
-                live.executor.feed(pairs)
-                live.state = fold_pairs(live.state, pairs)
-            except (DecodingError, NonDeterminismError):
-                self.cache.pop(instance_id, None)
-            else:
-                if live.state.status in ("parked", *TERMINAL):
-                    self.cache.pop(instance_id, None)
-                    raise Idle(live.state)
-                return live
-        self.cache_misses += 1
-        try:
-            pairs, trace = await self._read(instance_id)
-        except DecodingError as exc:
-            raise Idle(await self._park(instance_id, "undecodable", str(exc))) from None
-        return await self._replay(instance_id, pairs, park=True, trace=trace)
-
-    async def _replay(
-        self,
-        instance_id: str,
-        pairs: list[tuple[int, WorkflowEvent]],
-        *,
-        park: bool,
-        state: SagaState | None = None,
-        trace: str | None = None,
-    ) -> Live:
-        if state is None:
-            state = await self._state_from(instance_id, pairs)
-        if park and (state.status in TERMINAL or state.status == "parked"):
-            raise Idle(state)
-        try:
-            wf = self.registry.workflow(state.workflow)
-            executor = Executor(
-                wf.fn, instance_id, wf.name, decode_args=wf.decode_args, decode_result=self._decode
-            )
-            executor.now = self.clock.now()  # the time of decisions not recorded yet
-            started = time.perf_counter()  # real elapsed time, for the replay duration metric
-            executor.feed(pairs)
-            self.observer.replayed(wf.name, len(pairs), time.perf_counter() - started)
-        except (UnknownWorkflowError, NonDeterminismError, DecodingError) as exc:
-            if not park:
-                raise
-            kind = {UnknownWorkflowError: "unknown_workflow", NonDeterminismError: "non_determinism"}
-            raise Idle(
-                await self._park(instance_id, kind.get(type(exc), "undecodable"), str(exc), state)
-            ) from None
-        decided = any(isinstance(event, DECISION_TYPES) for _, event in pairs)
-        live = Live(executor, state, wf, decided=decided)
-        live.set_trace(trace, self._meta)
-        self.cache[instance_id] = live
-        return live
-
-    async def _state_from(self, instance_id: str, pairs: list[tuple[int, WorkflowEvent]]) -> SagaState:
-        """The latest snapshot plus the events after it, so a long history is not folded from event 1."""
-        state, start = self._fold.initial(stream_id(instance_id)), 0
-        # Every event is in ``pairs`` already: a snapshot only saves folding, which
-        # costs less than the query for a history shorter than one snapshot period.
-        if self.snapshot_every > 0 and pairs and pairs[-1][0] >= self.snapshot_every:
-            stream = stream_id(instance_id)
-            found = await self.journal.latest_snapshot(stream, pairs[-1][0], self._fold.schema)
-            if found is not None:
-                with contextlib.suppress(DecodingError):  # derived data: an unreadable one is skipped
-                    state, start = self._fold.decode(found.state), found.version
-        return fold_pairs(state, [pair for pair in pairs if pair[0] > start])
-
-    def _decode(self, kind: str, name: str, data: bytes) -> Any:
-        step = self.registry.steps.get(name) if kind == "step" else None
-        return step.decode_result(data) if step is not None else default_decode(kind, name, data)
-
-    async def _park(
-        self, instance_id: str, kind: str, reason: str, state: SagaState | None = None
-    ) -> SagaState:
-        """Append WorkflowParked (not terminal: an operator can fix and unpark)."""
-        self.cache.pop(instance_id, None)
-        if state is None:
-            state = await self._readable_state(instance_id)
-        event = WorkflowParked(reason, kind)  # type: ignore[arg-type]
-        await self.journal.append(
-            stream_id(instance_id),
-            state.version,
-            [encode_event(event, self._meta)],
-            schedule=Schedule(None),
-            final=True,
-        )
-        self.observer.workflow_parked(state.workflow, kind)
-        return apply_event(state, event, state.version + 1)
-
-    async def _readable_state(self, instance_id: str) -> SagaState:
-        """The state folded from the events that decode, at the stream's real version."""
-        state = self._fold.initial(stream_id(instance_id))
-        stored = await self.journal.read_stream(stream_id(instance_id))
-        try:
-            for event in stored:
-                state = self._fold.apply(state, event)
-        except DecodingError:
-            pass  # the rest cannot be read; the park records why
-        return msgspec.structs.replace(state, version=len(stored))
-
-    async def _park_running(self, instance_id: str, reason: str) -> None:
-        async with self._lock(instance_id):
-            with _ignore_conflict():  # someone else moved it on; the next advance decides again
-                await self._park(instance_id, "unknown_workflow", reason)
 
     # -- committing -----------------------------------------------------------------
 
@@ -799,7 +658,7 @@ class Runner:
         try:
             ex.feed([(base + i, event) for i, event in enumerate(inputs, 1)])
         except (DecodingError, NonDeterminismError):
-            self.cache.pop(ex.instance_id, None)
+            self.loader.forget(ex.instance_id)
             raise
         decisions = ex.decide(now)
         starts: list[WorkflowEvent] = []
@@ -837,13 +696,13 @@ class Runner:
                 final=any(type(event).__name__ in ENDING_TYPES for event in events),
             )
         except BaseException:
-            self.cache.pop(ex.instance_id, None)  # its executor is ahead of the journal now
+            self.loader.forget(ex.instance_id)  # its executor is ahead of the journal now
             raise
         self._observe_commit(live, state, decisions)
         for _ in range(takeovers):
-            self.observer.takeover(live.workflow.name)
+            self.loader.observer.takeover(live.workflow.name)
         live.state = state
-        await self._snapshot(ex.instance_id, base, state)
+        await self.loader.save_snapshot(ex.instance_id, base, state)
         return [ex.steps[e.seq] for e in starts if isinstance(e, StepStarted)], decisions
 
     def _observe_commit(self, live: Live, after: SagaState, decisions: Sequence[WorkflowEvent]) -> None:
@@ -851,18 +710,10 @@ class Runner:
         name = live.workflow.name
         if decisions and not live.decided:
             live.decided = True
-            self.observer.workflow_started(name)
+            self.loader.observer.workflow_started(name)
         status = after.status
         if status != live.state.status and (status in TERMINAL or status == "compensation_failed"):
-            self.observer.workflow_ended(name, status)
-
-    async def _snapshot(self, instance_id: str, base: int, state: SagaState) -> None:
-        every = self.snapshot_every
-        if every > 0 and state.version // every > base // every:
-            data = self._fold.encode(state)
-            await self.journal.save_snapshot(
-                Snapshot(stream_id(instance_id), state.version, data, self._fold.schema)
-            )
+            self.loader.observer.workflow_ended(name, status)
 
     async def _after_commit(self, instance_id: str, state: SagaState, decided: list[WorkflowEvent]) -> None:
         """What a commit asks of the world: cancel steps and children, tell a parent."""
@@ -902,7 +753,7 @@ class Runner:
                 [encode_event(ParentNotified(state.parent_id), self._meta)],
                 schedule=Schedule(None),
             )
-        self.cache.pop(state.instance_id, None)
+        self.loader.forget(state.instance_id)
 
     # -- child ids already in use (like Temporal's WorkflowAlreadyStartedError) ----
 

@@ -102,7 +102,7 @@ async def test_session_commands_are_journaled_and_replay_without_touching_the_se
     assert types == ["SessionOpened", "WorkflowBound", "SessionChanged", "SessionChanged", "SessionTouched"]
     # Replay feeds the recorded states back (typed, as live) and changes nothing.
     history = await runner.journal.read_stream("wf-rw")
-    replayed = replay_history(read_write.fn, None, history, decode_result=runner._decode)
+    replayed = replay_history(read_write.fn, None, history, decode_result=runner.loader.decode)
     assert replayed.status == "completed" and replayed.result == state.result
     assert (await runner.sessions.get("s1")).version == session.version
 
