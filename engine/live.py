@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import anyio
 import msgspec
+from cachetools import LRUCache
 from sagalog.engine.tracing import TRACEPARENT
 from sagalog.engine.workflow import Workflow
 from sagalog.replay.events import (
@@ -48,6 +49,28 @@ class Live(msgspec.Struct):
     def set_trace(self, traceparent: str | None, worker_meta: dict[str, str]) -> None:
         """Carry ``traceparent`` on the events appended from now on (None: keep none)."""
         self.meta = {**worker_meta, TRACEPARENT: traceparent} if traceparent else worker_meta
+
+
+class LiveCache(LRUCache[str, Live]):
+    """Live instances by id, the least recently used evicted first (sticky execution).
+
+    An evicted instance's generator is closed at once, unless ``in_use`` says
+    the instance is being advanced right now (its holder keeps using the
+    executor; the cycle collector frees it later). A suspended generator's
+    frame refers back to its executor, so without the close every eviction
+    would leave a cycle for the collector.
+    """
+
+    def __init__(self, maxsize: int, in_use: Callable[[str], bool]) -> None:
+        super().__init__(maxsize)
+        self._in_use = in_use
+
+    def popitem(self) -> tuple[str, Live]:
+        """Evict the least recently used instance."""
+        instance_id, live = super().popitem()
+        if not self._in_use(instance_id):
+            live.executor.close()
+        return instance_id, live
 
 
 class Handoff(msgspec.Struct):

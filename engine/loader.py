@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
-from cachetools import LRUCache
-from sagalog.engine.live import Idle, Live, fold_pairs
+from sagalog.engine.live import Idle, Live, LiveCache, fold_pairs
 from sagalog.engine.observer import NULL_OBSERVER, Observer
 from sagalog.engine.tracing import trace_of
 from sagalog.engine.workflow import Registry
@@ -56,6 +55,8 @@ class Loader:
         snapshot_every: how often snapshots are saved (0: never); a history
             this long or longer is folded from its latest snapshot.
         cache_size: how many replayed instances to keep.
+        in_use: whether an instance is being advanced now (its evicted executor is
+            then left open for its holder; see ``LiveCache``).
     """
 
     def __init__(
@@ -68,6 +69,7 @@ class Loader:
         meta: dict[str, str],
         snapshot_every: int,
         cache_size: int,
+        in_use: Callable[[str], bool] = lambda _instance_id: False,
     ) -> None:
         self.journal = journal
         self.registry = registry
@@ -75,7 +77,7 @@ class Loader:
         self.fold = fold
         self.meta = meta
         self.snapshot_every = snapshot_every
-        self.cache: LRUCache[str, Live] = LRUCache(maxsize=max(1, cache_size))
+        self.cache = LiveCache(max(1, cache_size), in_use)
         """Live instances by id, the least recently used dropped first (sticky execution)."""
         self.cache_hits = 0
         """Loads that found the instance's executor in the cache."""

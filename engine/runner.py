@@ -28,13 +28,12 @@ from typing import Any
 import anyio
 import anyio.abc
 import msgspec
-from cachetools import LRUCache
 from sagalog.engine import logs
 from sagalog.engine.breaker import Breakers
 from sagalog.engine.children import may_be_orphan, orphan_verdict, outcome_for_parent, owes_parent
 from sagalog.engine.inputs import COMMIT_TRIES, append_input, operator_decision
 from sagalog.engine.instances import create_decided, start_instance
-from sagalog.engine.live import Handoff, Idle, Live, fold_pairs, still_valid
+from sagalog.engine.live import Handoff, Idle, Live, LiveCache, fold_pairs, still_valid
 from sagalog.engine.loader import Loader
 from sagalog.engine.observer import Observer, outcome_of
 from sagalog.engine.results import await_result, describe
@@ -118,6 +117,7 @@ class Runner:
             meta=self._meta,
             snapshot_every=snapshot_every,
             cache_size=cache_size,
+            in_use=self._advancing,
         )
         """Brings instances into memory: the sticky cache, replay, parking."""
         self.tracing = TRACING
@@ -150,7 +150,7 @@ class Runner:
         self.loader.snapshot_every = every
 
     @property
-    def cache(self) -> LRUCache[str, Live]:
+    def cache(self) -> LiveCache:
         """The live instances kept in memory, by id (sticky execution)."""
         return self.loader.cache
 
@@ -426,6 +426,11 @@ class Runner:
                 with anyio.CancelScope(shield=True):
                     await self.journal.release(self.worker_id, due)
             advanced += len(due)
+
+    def _advancing(self, instance_id: str) -> bool:
+        """Whether a task holds the instance now (and so its cached executor)."""
+        lock = self._locks.get(instance_id)
+        return lock is not None and lock.locked()
 
     def _lock(self, instance_id: str) -> anyio.Lock:
         lock = self._locks.get(instance_id)

@@ -35,6 +35,7 @@ and answers the runner; the ``ctx`` workflows see is in
 
 from __future__ import annotations
 
+import contextlib
 import random as _random
 import uuid as _uuid
 from collections.abc import Generator, Iterable, Sequence
@@ -104,7 +105,6 @@ class Executor(YieldHandling):
         decode_result: ResultDecoder = default_decode,
     ) -> None:
         super().__init__(fn, instance_id, workflow, decode_args, decode_result)
-        self.ctx = WorkflowContext(self)
 
     # -- feeding the history -------------------------------------------------
 
@@ -221,7 +221,9 @@ class Executor(YieldHandling):
         args = self.decode_args(event.args)
         self.status = "running"
         try:
-            gen = self.fn(self.ctx, *args)
+            # Only the generator's frame holds the context: once the generator is
+            # closed (ended, or evicted: see close()) no cycle is left to collect.
+            gen = self.fn(WorkflowContext(self), *args)
         except Exception as exc:
             self._finish_error(exc)
             return
@@ -321,6 +323,20 @@ class Executor(YieldHandling):
     def due_timeouts(self, now: datetime) -> list[int]:
         """Signal waits whose timeout has passed."""
         return [seq for seq, (_, _, at) in self.waits.items() if at is not None and at <= now]
+
+    def close(self) -> None:
+        """Close the workflow generator of an instance dropped from memory (evicted).
+
+        Its frame, and the context and executor it refers to, are freed at once
+        rather than by the cycle collector; its ``finally`` blocks run, as they
+        would when the collector closed it. Nothing may be fed afterwards.
+        """
+        if self._gen is not None:
+            gen, self._gen = self._gen, None
+            # Workflow code that raises or yields while closing only hurts itself:
+            # the instance is out of memory already and replays when next needed.
+            with contextlib.suppress(Exception):
+                gen.close()
 
     def wake_at(self) -> datetime | None:
         """The earliest retry, timer or timeout ahead (None when none)."""
