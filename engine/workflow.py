@@ -99,6 +99,7 @@ class _Callable:
         self._params = params[1:] if skip_first else params
         hints = _hints(fn)
         self._param_types = [_typed(hints.get(p.name, inspect.Parameter.empty)) for p in self._params]
+        self._param_index = {p.name: i for i, p in enumerate(self._params)}
         self._bind_signature = self.signature.replace(parameters=self._params)
         plain = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         self._all_positional = all(p.kind in plain for p in self._params)
@@ -141,17 +142,22 @@ class _Callable:
             args, kwargs = msgspec.msgpack.decode(data)
         except (msgspec.DecodeError, ValueError, TypeError) as exc:
             raise DecodingError(f"arguments of step {self.name!r} cannot be decoded: {exc}") from exc
-        names = {p.name: i for i, p in enumerate(self._params)}
+        convert = self._convert
+        typed_args = tuple([convert(value, index) for index, value in enumerate(args)])
+        if not kwargs:
+            return typed_args, {}
+        names = self._param_index
         typed_kwargs = {
-            key: self._convert(value, names[key]) if key in names else value for key, value in kwargs.items()
+            key: convert(value, names[key]) if key in names else value for key, value in kwargs.items()
         }
-        return tuple(self._convert(v, i) for i, v in enumerate(args)), typed_kwargs
+        return typed_args, typed_kwargs
 
     def _convert(self, value: Any, index: int) -> Any:
-        if index >= len(self._param_types) or self._param_types[index] is Any:
+        types = self._param_types
+        if index >= len(types) or (wanted := types[index]) is Any:
             return value
         try:
-            return msgspec.convert(value, self._param_types[index], strict=False)
+            return msgspec.convert(value, wanted, strict=False)
         except msgspec.ValidationError as exc:
             name = self._params[index].name
             wanted = getattr(self._param_types[index], "__name__", repr(self._param_types[index]))

@@ -45,6 +45,7 @@ class EventCodec(Generic[E]):
         self._union = union
         self._kind = kind
         self._schema = schema
+        self._schema_text = str(schema)
         self._type_names = type_names
         self._upcasters = upcasters
         self._encoder = msgspec.msgpack.Encoder()
@@ -52,7 +53,7 @@ class EventCodec(Generic[E]):
 
     def encode(self, event: E, metadata: dict[str, str] | None = None) -> NewEvent:
         """An event as a record to append (type name, payload, schema in metadata)."""
-        meta = {**(metadata or {}), "schema": str(self._schema)}
+        meta = {**metadata, "schema": self._schema_text} if metadata else {"schema": self._schema_text}
         return NewEvent(type(event).__name__, self._encoder.encode(event), meta)
 
     def decode(self, stored: Event) -> E:

@@ -318,10 +318,14 @@ class Executor(YieldHandling):
 
     def due_timers(self, now: datetime) -> list[int]:
         """Timers whose time has come."""
+        if not self.timers:
+            return []  # the usual case, asked after every commit
         return [seq for seq, at in self.timers.items() if at <= now]
 
     def due_timeouts(self, now: datetime) -> list[int]:
         """Signal waits whose timeout has passed."""
+        if not self.waits:
+            return []
         return [seq for seq, (_, _, at) in self.waits.items() if at is not None and at <= now]
 
     def close(self) -> None:
