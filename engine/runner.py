@@ -12,14 +12,13 @@ whose completion was not runs again with the next attempt number.
 
 Its :class:`~sagalog.engine.loader.Loader` keeps executors in an LRU cache
 (sticky execution); a miss, or any ``ConcurrencyError`` (someone else
-appended), replays from the journal.
+appended), replays from the journal. Its :class:`~sagalog.engine.stepping.Stepper`
+runs the step attempts a commit starts and commits each outcome the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
-import random
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -27,7 +26,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-import msgspec
 from sagalog.engine import logs
 from sagalog.engine.breaker import Breakers
 from sagalog.engine.children import may_be_orphan, orphan_verdict, outcome_for_parent, owes_parent
@@ -35,14 +33,14 @@ from sagalog.engine.inputs import COMMIT_TRIES, append_input, operator_decision
 from sagalog.engine.instances import create_decided, start_instance
 from sagalog.engine.live import Handoff, Idle, Live, LiveCache, fold_pairs, still_valid
 from sagalog.engine.loader import Loader
-from sagalog.engine.observer import Observer, outcome_of
+from sagalog.engine.observer import Observer
 from sagalog.engine.results import await_result, describe
-from sagalog.engine.retry import DEFAULT_RETRY, RetryPolicy, resolve_policy
+from sagalog.engine.retry import DEFAULT_RETRY, RetryPolicy
 from sagalog.engine.session_steps import register_session_steps
 from sagalog.engine.sessions import Sessions
-from sagalog.engine.steps import Attempt, outcome_event, run_attempt
-from sagalog.engine.tracing import NO_SPAN, TRACEPARENT, TRACING, SpanHandle, trace_id_of
-from sagalog.engine.workflow import DEFAULT_REGISTRY, Registry, Step, StepContext, Workflow
+from sagalog.engine.stepping import Stepper
+from sagalog.engine.tracing import TRACEPARENT, Tracing, trace_id_of
+from sagalog.engine.workflow import DEFAULT_REGISTRY, Registry, Workflow
 from sagalog.replay.events import (
     CancelRequested,
     ChildCancelRequested,
@@ -99,15 +97,9 @@ class Runner:
         self.registry = registry or DEFAULT_REGISTRY
         self.clock = clock
         self.worker_id = worker_id or f"runner-{uuid.uuid4().hex[:8]}"
-        self.default_retry = default_retry
-        self.breakers = breakers or Breakers(clock)
         self.lease_seconds = lease_seconds
-        self.steps_run = 0
-        """Step and compensation attempts run to an outcome."""
         self._fold = SagaFold()
         self._locks: dict[str, anyio.Lock] = {}
-        self._inflight: dict[str, dict[int, anyio.CancelScope]] = {}
-        self._rng = random.Random()
         self._meta = {"worker": self.worker_id}
         self.loader = Loader(
             journal,
@@ -120,16 +112,25 @@ class Runner:
             in_use=self._advancing,
         )
         """Brings instances into memory: the sticky cache, replay, parking."""
-        self.tracing = TRACING
-        """Starts the spans of instances and attempts (a no-op without OpenTelemetry)."""
         # -- sessions (issue 5): ctx.session commands run as built-in steps with
         # these Sessions; ending a session cancels or signals its bound instances.
         self.sessions = Sessions(journal, clock=clock, workflows=self)
         register_session_steps(self.registry)
+        self.stepper = Stepper(
+            self.registry,
+            clock,
+            self.sessions,
+            self.loader,
+            self._tick,
+            self._park_running,
+            default_retry=default_retry,
+            breakers=breakers,
+        )
+        """Runs step and compensation attempts and knows which run here now."""
 
-    # The loader keeps these; they read here as before, and the observer and
-    # snapshot_every can be set here too. This runner's own code reads the
-    # observer off the loader (a property read costs more than an attribute's).
+    # The loader and the stepper keep these; they read here as before, and the
+    # settable ones can be set here too. This runner's own code reads them off
+    # the loader or stepper (a property read costs more than an attribute's).
 
     @property
     def observer(self) -> Observer:
@@ -148,6 +149,38 @@ class Runner:
     @snapshot_every.setter
     def snapshot_every(self, every: int) -> None:
         self.loader.snapshot_every = every
+
+    @property
+    def tracing(self) -> Tracing:
+        """Starts the spans of instances and attempts (a no-op without OpenTelemetry)."""
+        return self.stepper.tracing
+
+    @tracing.setter
+    def tracing(self, tracing: Tracing) -> None:
+        self.stepper.tracing = tracing
+
+    @property
+    def default_retry(self) -> RetryPolicy:
+        """Retry policy of steps when neither step nor workflow names one."""
+        return self.stepper.default_retry
+
+    @default_retry.setter
+    def default_retry(self, policy: RetryPolicy) -> None:
+        self.stepper.default_retry = policy
+
+    @property
+    def breakers(self) -> Breakers:
+        """Circuit breakers shared by steps that declare one."""
+        return self.stepper.breakers
+
+    @breakers.setter
+    def breakers(self, breakers: Breakers) -> None:
+        self.stepper.breakers = breakers
+
+    @property
+    def steps_run(self) -> int:
+        """Step and compensation attempts run to an outcome."""
+        return self.stepper.steps_run
 
     @property
     def cache(self) -> LiveCache:
@@ -197,7 +230,7 @@ class Runner:
                 f"workflow {wf.name!r} runs in a session: start it with session_id=... "
                 "(open one with Sessions.open)"
             )
-        trace = self.tracing.start_trace(f"start {wf.name}", {"sagalog.instance_id": instance_id})
+        trace = self.stepper.tracing.start_trace(f"start {wf.name}", {"sagalog.instance_id": instance_id})
         meta = {**self._meta, TRACEPARENT: trace} if trace else self._meta
         started = WorkflowStarted(wf.name, data, session_id=session_id)
         await start_instance(self.journal, instance_id, started, meta, self.clock.now())
@@ -268,7 +301,7 @@ class Runner:
         state = await self._append_input(
             instance_id, CancelRequested(reason), refuse_ended=False, metadata=metadata
         )
-        if state is not None and self._inflight.get(instance_id):
+        if state is not None and self.stepper.inflight.get(instance_id):
             await self._tick(instance_id, [], None)  # cancel the steps running here now
 
     async def _append_input(
@@ -363,7 +396,8 @@ class Runner:
             opened.append(live)
             name = live.workflow.name
             attributes = {"sagalog.instance_id": instance_id, "sagalog.workflow": name}
-            handle = span.enter_context(self.tracing.span(f"workflow {name}", live.traceparent, attributes))
+            tracing = self.stepper.tracing
+            handle = span.enter_context(tracing.span(f"workflow {name}", live.traceparent, attributes))
             if live.traceparent is None and handle.traceparent:
                 live.set_trace(handle.traceparent, self._meta)  # this span roots the trace
             logs.update(workflow=name, trace_id=trace_id_of(live.traceparent))
@@ -374,11 +408,11 @@ class Runner:
             try:
                 first = await self._tick(instance_id, [], tg, claimed=True, handoff=handoff, loaded=loaded)
             except BaseException:
-                self._drop_handoff(instance_id, handoff)
+                self.stepper.drop_handoff(instance_id, handoff)
                 raise
             if handoff:  # the first step runs in this task rather than a new one
                 taken = handoff[0]
-                await self._run_step(instance_id, taken.workflow, taken.task, taken.scope, tg)
+                await self.stepper.run(instance_id, taken.workflow, taken.task, taken.scope, tg)
         live = self.loader.cache.get(instance_id)
         if live is not None:
             return live.state
@@ -525,123 +559,15 @@ class Runner:
             pending = []
             if tg is not None:
                 for task in started:
-                    self._launch(live, task, tg, handoff)
+                    self.stepper.launch(live, task, tg, handoff)
             if not (ex.due_timers(now) or ex.due_timeouts(now)) or ex.ended:
                 return decided
-
-    def _launch(
-        self, live: Live, task: StepTask, tg: anyio.abc.TaskGroup, handoff: list[Handoff] | None
-    ) -> None:
-        """Run ``task`` in a new task of ``tg``, or hand it to the caller's task when it has none yet."""
-        scope = anyio.CancelScope()
-        self._inflight.setdefault(live.executor.instance_id, {})[task.seq] = scope
-        snapshot = msgspec.structs.replace(task)  # the executor's copy keeps changing
-        if handoff is not None and not handoff:
-            handoff.append(Handoff(snapshot, scope, live.workflow))
-            return
-        tg.start_soon(self._run_step, live.executor.instance_id, live.workflow, snapshot, scope, tg)
-
-    async def _run_step(
-        self,
-        instance_id: str,
-        wf: Workflow,
-        task: StepTask,
-        scope: anyio.CancelScope,
-        tg: anyio.abc.TaskGroup,
-    ) -> None:
-        # A step that leads to the next one runs it in this same task: a
-        # sequence of steps costs no task and no task-group bookkeeping per step.
-        following: Handoff | None = Handoff(task, scope, wf)
-        while following is not None:
-            following = await self._run_one(instance_id, following, tg)
-
-    async def _run_one(self, instance_id: str, current: Handoff, tg: anyio.abc.TaskGroup) -> Handoff | None:
-        """Run one attempt and commit its outcome; returns the next step for this task to run."""
-        wf, task, scope = current.workflow, current.task, current.scope
-        step = self.registry.steps.get(task.name)
-        if step is None:
-            self._inflight.get(instance_id, {}).pop(task.seq, None)
-            await self._park_running(instance_id, f"step {task.name!r} is not registered in this process")
-            return None
-        policy = resolve_policy(step.retry, wf.retry, self.default_retry)
-        context = StepContext(
-            instance_id, wf.name, task.name, task.seq, task.attempt, sessions=self.sessions
-        )
-        running = self._inflight.get(instance_id, {})
-        handoff: list[Handoff] = []
-        try:
-            timeout = policy.timeout
-            attempt, seconds = await self._attempt(instance_id, wf, step, task, scope, context, timeout)
-            if attempt is None or scope.cancel_called:
-                return None  # abandoned: the step was cancelled (a gather failed fast, or a cancel)
-            self.steps_run += 1
-            event = outcome_event(task, attempt, policy, self.clock.now(), self._rng)
-            outcome = outcome_of(event)
-            self.loader.observer.step_attempt(wf.name, task.name, task.kind, task.attempt, outcome, seconds)
-            # Still marked as running here until its outcome is committed, so a
-            # concurrent commit does not take it for a crashed attempt.
-            await self._tick(instance_id, [event], tg, own=True, handoff=handoff)
-        except BaseException:
-            self._drop_handoff(instance_id, handoff)
-            raise
-        finally:
-            if running.get(task.seq) is scope:
-                del running[task.seq]
-        return handoff[0] if handoff else None
-
-    async def _attempt(
-        self,
-        instance_id: str,
-        wf: Workflow,
-        step: Step,
-        task: StepTask,
-        scope: anyio.CancelScope,
-        context: StepContext,
-        timeout: float | None,
-    ) -> tuple[Attempt | None, float]:
-        """Run one attempt in its span, its log fields bound; (None, _) when cancelled."""
-        token = logs.bind(step=task.name, attempt=task.attempt)
-        attempt = None
-        try:
-            # The parent is the current span: the advance (``workflow <name>``) this runs in.
-            with self._attempt_span(instance_id, wf, task) as span:
-                # Real elapsed time for the duration metric (a measurement, not a decision).
-                started = time.perf_counter()
-                with scope:
-                    attempt = await run_attempt(step, task, context, timeout, self.clock, self.breakers)
-                seconds = time.perf_counter() - started
-                if attempt is not None and attempt.error is not None:
-                    span.fail(attempt.error)
-            return attempt, seconds
-        finally:
-            logs.reset(token)
-
-    def _attempt_span(
-        self, instance_id: str, wf: Workflow, task: StepTask
-    ) -> contextlib.AbstractContextManager[SpanHandle]:
-        """The span of one attempt; built only when spans are recorded (this runs per attempt)."""
-        if not self.tracing.recording():
-            return contextlib.nullcontext(NO_SPAN)
-        attributes: dict[str, str | int] = {
-            "sagalog.instance_id": instance_id,
-            "sagalog.workflow": wf.name,
-            "sagalog.step": task.name,
-            "sagalog.attempt": task.attempt,
-        }
-        return self.tracing.span(f"{task.kind} {task.name}", None, attributes)
 
     async def _park_running(self, instance_id: str, reason: str) -> None:
         """Park an instance whose step cannot run here (its code is not registered)."""
         async with self._lock(instance_id):
             with _ignore_conflict():  # someone else moved it on; the next advance decides again
                 await self.loader.park(instance_id, "unknown_workflow", reason)
-
-    def _drop_handoff(self, instance_id: str, handoff: list[Handoff]) -> None:
-        """Forget a handed-off step that will not run here, so the next commit restarts it."""
-        running = self._inflight.get(instance_id, {})
-        for taken in handoff:
-            if running.get(taken.task.seq) is taken.scope:
-                del running[taken.task.seq]
 
     # -- committing -----------------------------------------------------------------
 
@@ -669,7 +595,7 @@ class Runner:
         starts: list[WorkflowEvent] = []
         takeovers = 0
         if start:
-            running_here = self._inflight.get(ex.instance_id, {})
+            running_here = self.stepper.inflight.get(ex.instance_id, {})
             for task in ex.open_steps():
                 crashed = task.running and task.seq not in running_here
                 due = not task.running and (task.retry_at is None or task.retry_at <= now)
@@ -722,7 +648,7 @@ class Runner:
 
     async def _after_commit(self, instance_id: str, state: SagaState, decided: list[WorkflowEvent]) -> None:
         """What a commit asks of the world: cancel steps and children, tell a parent."""
-        running = self._inflight.get(instance_id, {})
+        running = self.stepper.inflight.get(instance_id, {})
         for event in decided:
             match event:
                 case StepCancelled(seq=seq) if seq in running:
