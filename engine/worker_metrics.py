@@ -4,7 +4,8 @@ Each :class:`WorkerMetrics` has its own ``CollectorRegistry`` so several
 workers (in tests, or embedded) never collide. It is the Runner's
 :class:`~sagalog.engine.observer.Observer` and the journal's commit
 observer; the breakers and the sticky cache are read when Prometheus
-scrapes. Labels are workflow, step and session-kind names only: never an
+scrapes. The metrics themselves are :mod:`sagalog.engine.tallies` (plain
+numbers, no lock per update). Labels are workflow, step and session-kind names only: never an
 instance id, so a million instances make no more series than one.
 :mod:`sagalog.engine.worker_http` serves the text.
 """
@@ -13,13 +14,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sagalog.engine.breaker import BreakerState
 from sagalog.engine.observer import Observer, StepOutcome
+from sagalog.engine.tallies import Histogram, Tally
 from sagalog.replay import session_analytics
 from sagalog.storage import Journal
 
@@ -106,42 +108,44 @@ class WorkerMetrics(Observer):
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         # -- the worker loop (no labels) --
-        self.claimed = Counter(
+        self.claimed = Tally(
             "sagalog_instances_claimed", "Streams claimed from the work index", registry=r
         )
-        self.completed = Counter(
+        self.completed = Tally(
             "sagalog_instances_completed", "Instances that reached 'completed'", registry=r
         )
-        self.failed = Counter(
+        self.failed = Tally(
             "sagalog_instances_failed",
             "Instances that ended failed, compensated, compensation_failed or cancelled",
             ["status"],
             registry=r,
         )
-        self.parked = Counter("sagalog_instances_parked", "Instances parked by the runner", registry=r)
-        self.steps = Counter("sagalog_steps", "Step executions recorded by this worker", registry=r)
-        self.leases_lost = Counter(
+        self.parked = Tally("sagalog_instances_parked", "Instances parked by the runner", registry=r)
+        self.steps = Tally("sagalog_steps", "Step executions recorded by this worker", registry=r)
+        self.leases_lost = Tally(
             "sagalog_leases_lost", "Leases lost while working (that work was cancelled)", registry=r
         )
-        self.errors = Counter(
+        self.errors = Tally(
             "sagalog_worker_errors", "Unexpected errors while advancing an instance", registry=r
         )
-        self.outages = Counter(
+        self.outages = Tally(
             "sagalog_database_outages", "Times the database became unreachable", registry=r
         )
-        self.in_flight = Gauge("sagalog_instances_in_flight", "Instances being advanced now", registry=r)
+        self.in_flight = Tally(
+            "sagalog_instances_in_flight", "Instances being advanced now", registry=r, gauge=True
+        )
         # -- workflows and steps (labelled by name) --
-        self.workflows_started = Counter(
+        self.workflows_started = Tally(
             "sagalog_workflows_started", "Instances that ran for the first time here", ["workflow"],
             registry=r,
         )
-        self.workflows_ended = Counter(
+        self.workflows_ended = Tally(
             "sagalog_workflows_ended",
             "Instances that reached completed, failed, compensated, cancelled or compensation_failed",
             ["workflow", "status"],
             registry=r,
         )
-        self.workflows_parked = Counter(
+        self.workflows_parked = Tally(
             "sagalog_workflows_parked", "Instances parked, by reason", ["workflow", "reason"], registry=r
         )
         self.step_duration = Histogram(
@@ -158,16 +162,16 @@ class WorkerMetrics(Observer):
             buckets=ATTEMPT_BUCKETS,
             registry=r,
         )
-        self.retries = Counter(
+        self.retries = Tally(
             "sagalog_step_retries", "Failed attempts with a retry scheduled", ["workflow", "step"], registry=r
         )
-        self.compensations = Counter(
+        self.compensations = Tally(
             "sagalog_compensations",
             "Compensations that ran to an end (outcome: completed or failed)",
             ["workflow", "step", "outcome"],
             registry=r,
         )
-        self.takeovers = Counter(
+        self.takeovers = Tally(
             "sagalog_lease_takeovers",
             "Attempts found started by a worker that went away, restarted here",
             ["workflow"],
@@ -199,14 +203,13 @@ class WorkerMetrics(Observer):
             buckets=BATCH_BUCKETS,
             registry=r,
         )
-        self.sessions_opened = Counter(
+        self.sessions_opened = Tally(
             "sagalog_sessions_opened", "Sessions opened by this process", ["kind"], registry=r
         )
-        self.sessions_ended = Counter(
+        self.sessions_ended = Tally(
             "sagalog_sessions_ended", "Sessions ended by this process (how: closed or expired)",
             ["kind", "how"], registry=r,
         )  # fmt: skip
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.open_sessions: dict[str, int] = {}
         """Sessions open per kind, refreshed by :meth:`follow_sessions`."""
         self.sessions_refresh = SESSIONS_REFRESH
@@ -256,61 +259,52 @@ class WorkerMetrics(Observer):
 
     def workflow_started(self, workflow: str) -> None:
         """Count an instance's first run."""
-        self._child(self.workflows_started, workflow).inc()
+        self.workflows_started.labels(workflow).inc()
 
     def workflow_ended(self, workflow: str, status: str) -> None:
         """Count an instance reaching ``status``."""
-        self._child(self.workflows_ended, workflow, status).inc()
+        self.workflows_ended.labels(workflow, status).inc()
 
     def workflow_parked(self, workflow: str, reason: str) -> None:
         """Count a parked instance."""
-        self._child(self.workflows_parked, workflow, reason).inc()
+        self.workflows_parked.labels(workflow, reason).inc()
 
     def step_attempt(
         self, workflow: str, step: str, kind: str, attempt: int, outcome: StepOutcome, seconds: float
     ) -> None:
         """Time an attempt; count retries, attempts per step and compensations."""
-        self._child(self.step_duration, workflow, step, kind, outcome).observe(seconds)
+        self.step_duration.labels(workflow, step, kind, outcome).observe(seconds)
         if outcome == "retrying":
-            self._child(self.retries, workflow, step).inc()
+            self.retries.labels(workflow, step).inc()
             return
-        self._child(self.step_attempts, workflow, step, kind).observe(attempt)
+        self.step_attempts.labels(workflow, step, kind).observe(attempt)
         if kind == "compensation":
-            self._child(self.compensations, workflow, step, outcome).inc()
+            self.compensations.labels(workflow, step, outcome).inc()
 
     def takeover(self, workflow: str) -> None:
         """Count an attempt restarted after its worker went away."""
-        self._child(self.takeovers, workflow).inc()
+        self.takeovers.labels(workflow).inc()
 
     def timer_fired(self, workflow: str, lag_seconds: float) -> None:
         """Record how late a timer fired."""
-        self._child(self.timer_lag, workflow).observe(max(0.0, lag_seconds))
+        self.timer_lag.labels(workflow).observe(max(0.0, lag_seconds))
 
     def replayed(self, workflow: str, events: int, seconds: float) -> None:
         """Time a replay."""
-        self._child(self.replay_duration, workflow).observe(seconds)
+        self.replay_duration.labels(workflow).observe(seconds)
 
     def session_opened(self, kind: str) -> None:
         """Count an opened session."""
-        self._child(self.sessions_opened, kind).inc()
+        self.sessions_opened.labels(kind).inc()
 
     def session_ended(self, kind: str, how: str) -> None:
         """Count a session that was closed or expired."""
-        self._child(self.sessions_ended, kind, how).inc()
+        self.sessions_ended.labels(kind, how).inc()
 
     def journal_commit(self, seconds: float, batch_size: int) -> None:
         """Time one append transaction and note how many appends it carried."""
         self.append_latency.observe(seconds)
         self.append_batch.observe(batch_size)
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        """``metric.labels(*labels)``, looked up in a plain dict: the observer runs for
-        every attempt and commit, and prometheus_client's labels() costs twice as much."""
-        key = (id(metric), labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
 
     # -- reading -------------------------------------------------------------------
 
