@@ -159,11 +159,14 @@ class Loader:
         found = await self.journal.read_streams([stream_id(i) for i in missing])
         await self.adopt({i: found.get(stream_id(i), []) for i in missing})
 
-    async def adopt(self, histories: Mapping[str, Sequence[Event]], limit: int | None = None) -> None:
+    async def adopt(
+        self, histories: Mapping[str, Sequence[Event]], limit: int | None = None, *, claimed: bool = False
+    ) -> None:
         """Replay into the cache instances whose events were just read (see :meth:`preload`).
 
         ``limit``: the histories were read up to that many events, so one that
-        long may be cut short and is left to :meth:`load`.
+        long may be cut short and is left to :meth:`load`. ``claimed``: they
+        were just claimed from the work index as ready now (``Live.ready_now``).
         """
         for instance_id, stored in histories.items():
             if not stored or instance_id in self.cache:
@@ -182,6 +185,7 @@ class Loader:
             except (UnknownWorkflowError, NonDeterminismError, DecodingError):
                 continue
             live.fresh = True
+            live.ready_now = claimed
             self.cache_misses += 1
 
     async def save_snapshot(self, instance_id: str, base: int, state: SagaState) -> None:

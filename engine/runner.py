@@ -425,9 +425,11 @@ class Runner:
         """Replay into the cache, in one query, claimed instances not cached yet (see ``Loader.preload``)."""
         await self.loader.preload(instance_ids)
 
-    async def adopt(self, histories: Mapping[str, Sequence[Event]], limit: int | None = None) -> None:
+    async def adopt(
+        self, histories: Mapping[str, Sequence[Event]], limit: int | None = None, *, claimed: bool = False
+    ) -> None:
         """Replay into the cache instances whose events were just read (see ``Loader.adopt``)."""
-        await self.loader.adopt(histories, limit)
+        await self.loader.adopt(histories, limit, claimed=claimed)
 
     async def run_until_idle(self, limit: int = 100) -> int:
         """Advance every instance that is due now (by this runner's clock) until none is.
@@ -614,6 +616,11 @@ class Runner:
         pairs = [(base + i, event) for i, event in enumerate(events, 1)]
         state = fold_pairs(live.state, pairs)
         input_meta = {**live.meta, **metadata} if metadata else live.meta
+        next_ready = ready_at(state, now)
+        ready_now = next_ready is not None and next_ready <= now
+        # While steps run or are due the row says "ready now" and a new "now" changes
+        # nothing for a claim: not rewriting it spares the database an index update.
+        schedule = None if ready_now and live.ready_now else Schedule(next_ready)
         try:
             await self.journal.append(
                 stream_id(ex.instance_id),
@@ -622,7 +629,7 @@ class Runner:
                     encode_event(event, input_meta if i < len(inputs) else live.meta)
                     for i, event in enumerate(events)
                 ],
-                schedule=Schedule(ready_at(state, now)),
+                schedule=schedule,
                 quiet=quiet,
                 final=any(type(event).__name__ in ENDING_TYPES for event in events),
             )
@@ -633,6 +640,7 @@ class Runner:
         for _ in range(takeovers):
             self.loader.observer.takeover(live.workflow.name)
         live.state = state
+        live.ready_now = ready_now
         await self.loader.save_snapshot(ex.instance_id, base, state)
         return [ex.steps[e.seq] for e in starts if isinstance(e, StepStarted)], decisions
 

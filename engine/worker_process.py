@@ -85,7 +85,7 @@ class RunnerHandler:
         workflows = [c for c in claims if c.stream_id.startswith(WORKFLOW_PREFIX)]
         if all(c.events is not None for c in workflows):
             histories = {c.stream_id.removeprefix(WORKFLOW_PREFIX): c.events or () for c in workflows}
-            await self.runner.adopt(histories, self.prefetch)
+            await self.runner.adopt(histories, self.prefetch, claimed=True)
             return
         await self.runner.preload([c.stream_id.removeprefix(WORKFLOW_PREFIX) for c in workflows])
 
