@@ -8,8 +8,12 @@ works in a namespace of its own. It prints:
   commit): the physical limit a sequential saga runs into;
 * latency of a 3-step no-op saga run one at a time, ``start`` -> ``result``
   (p50/p99), i.e. the one-at-a-time rate;
-* throughput of the same saga with many in flight (``BENCH_SAGAS`` started up
-  front) drained by 1 and then 2 worker processes (workflows/s, steps/s);
+* throughput of the same saga with many in flight (``BENCH_SAGAS`` started
+  while 1 and then 2 worker processes drain them; workflows/s, steps/s);
+* the same drained by 1 and 2 worker processes with the sagas started
+  beforehand, the workers stopped (SIGSTOP) meanwhile and let go (SIGCONT)
+  when the clock starts: what the workers do alone, without the client on
+  the same cores (with the worker and PostgreSQL CPU a saga);
 * time from ``kill -9`` of a worker to all of its instances resumed by another;
 * resident memory of a worker holding ``BENCH_SLEEPERS`` sleeping sagas.
 
@@ -20,6 +24,7 @@ many in flight, recovery within lease + 2 s, 10,000 sleeping sagas < 100 MB.
 from __future__ import annotations
 
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -130,15 +135,7 @@ async def throughput(
     cpu_before = sum(cpu_seconds(p.process.pid) for p in procs)
     began = time.perf_counter()
     try:
-        async with anyio.create_task_group() as tg:
-            limiter = anyio.CapacityLimiter(64)
-
-            async def start(i: int) -> None:
-                async with limiter:
-                    await client.start("noop_saga", i)
-
-            for i in range(SAGAS):
-                tg.start_soon(start, i)
+        await start_many(client, SAGAS, "noop_saga", lambda i: i)
         started = time.perf_counter() - began
         await until_terminal(journal)
     finally:
@@ -148,10 +145,50 @@ async def throughput(
     return SAGAS / started, SAGAS / elapsed, cpu / SAGAS * 1000
 
 
+async def drain(url: str, root: Journal, client_of: Any, processes: int) -> tuple[float, float, float | None]:
+    """(workflows/s, worker CPU ms a saga, PostgreSQL CPU ms a saga or None) of ``processes``
+    workers draining ``SAGAS`` no-op sagas that were all started before the clock starts."""
+    journal = await namespace(root)
+    client = client_of(journal)
+    procs = await workers(url, journal.namespace, processes, concurrency=500, lease=30.0)
+    for proc in procs:  # connected and listening, but doing nothing while the sagas start
+        proc.process.send_signal(signal.SIGSTOP)
+    try:
+        await start_many(client, SAGAS, "noop_saga", lambda i: i)
+        cpu_before = sum(cpu_seconds(p.process.pid) for p in procs)
+        pg_before = postgres_cpu_seconds()
+        began = time.perf_counter()
+        for proc in procs:
+            proc.process.send_signal(signal.SIGCONT)
+        await until_terminal(journal)
+        elapsed = time.perf_counter() - began
+        cpu = sum(cpu_seconds(p.process.pid) for p in procs) - cpu_before
+        pg_after = postgres_cpu_seconds()
+    finally:
+        for proc in procs:
+            proc.process.send_signal(signal.SIGCONT)
+        await stop(procs)
+    pg = None if pg_before is None or pg_after is None else (pg_after - pg_before) / SAGAS * 1000
+    return SAGAS / elapsed, cpu / SAGAS * 1000, pg
+
+
+async def start_many(client: Client, count: int, workflow: str, args: Any) -> None:
+    """Start ``count`` instances of ``workflow`` (with ``args(i)``), 64 at a time."""
+    async with anyio.create_task_group() as tg:
+        limiter = anyio.CapacityLimiter(64)
+
+        async def start(i: int) -> None:
+            async with limiter:
+                await client.start(workflow, args(i))
+
+        for i in range(count):
+            tg.start_soon(start, i)
+
+
 async def until_terminal(journal: Journal) -> None:
     """Wait until the work index is empty (every instance ended)."""
     while await journal.next_ready_at() is not None:  # noqa: ASYNC110 (polling the database)
-        await anyio.sleep(0.05)
+        await anyio.sleep(0.02)
 
 
 async def recovery(url: str, root: Journal, client_of: Any) -> tuple[float, int]:
@@ -187,6 +224,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu_seconds() -> float | None:
+    """User + system CPU of every PostgreSQL process on this machine (None: none found here)."""
+    total, found = 0.0, False
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        if "(postgres)" in stat:
+            found = True
+            total += cpu_seconds(int(entry.name))
+    return total if found else None
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -200,15 +253,7 @@ async def sleepers(url: str, root: Journal, client_of: Any) -> tuple[float, floa
     proc = (await workers(url, journal.namespace, 1, concurrency=500, lease=30.0))[0]
     idle = rss_mb(proc.process.pid)
     client = client_of(journal)
-    async with anyio.create_task_group() as tg:
-        limiter = anyio.CapacityLimiter(64)
-
-        async def start(i: int) -> None:
-            async with limiter:
-                await client.start("sleeper", 3600.0)
-
-        for i in range(SLEEPERS):
-            tg.start_soon(start, i)
+    await start_many(client, SLEEPERS, "sleeper", lambda _: 3600.0)
     # All asleep when every work-index row is due an hour from now.
     while True:
         due = await journal.next_ready_at()
@@ -238,6 +283,12 @@ async def main() -> None:
         starts, wps, cpu = await throughput(url, root, client_of, processes)
         print(f"{SAGAS} sagas started at {starts:,.0f}/s with {processes} worker process(es): "
               f"{wps:,.0f} workflows/s, {wps * 3:,.0f} steps/s, {cpu:.2f} ms worker CPU a saga")
+    for processes in (1, 2):
+        wps, cpu, pg = await drain(url, root, client_of, processes)
+        postgres = "n/a" if pg is None else f"{pg:.2f} ms"
+        print(f"{SAGAS} sagas started beforehand, drained by {processes} worker process(es): "
+              f"{wps:,.0f} workflows/s, {wps * 3:,.0f} steps/s, {cpu:.2f} ms worker CPU "
+              f"and {postgres} PostgreSQL CPU a saga")
     took, count = await recovery(url, root, client_of)
     print(f"kill -9 of a worker holding {count} instances: all resumed by another after {took:.2f} s "
           f"(lease {LEASE:g} s)")
