@@ -11,7 +11,9 @@ database) or ``python -P bench/executor.py``. It prints:
   flight; and, for instances run one at a time, the per-step overhead
   (p50/p99): the time from one no-op step's return to the next step's start,
   which is everything the engine does per step (record the outcome, feed it
-  to the workflow, append the next decision and attempt, launch it).
+  to the workflow, append the next decision and attempt, launch it);
+* the same per-step time early and late in one long live workflow
+  (``BENCH_LONG`` steps, in memory): it must not grow with the history.
 
 Targets (issue 3): replay >= 100,000 events/s; per-step overhead on PostgreSQL
 p50 < 2 ms.
@@ -198,11 +200,38 @@ def report(title: str, figures: dict[str, float]) -> None:
     sys.stdout.flush()
 
 
+LONG = int(os.environ.get("BENCH_LONG", "6000"))
+
+
+@workflow(name="bench.long", registry=registry)
+def long_live(ctx: Any, n: int) -> Generator[Any, Any, int]:
+    """``n`` no-op steps in a row, run live."""
+    for i in range(n):
+        yield noop(i)
+    return n
+
+
+async def long_figures() -> dict[str, float]:
+    """Median step-to-step time over the first and the last 500 steps of a long live run."""
+    marks.clear()
+    async with open_journal("memory://") as journal:
+        runner = Runner(journal, registry, snapshot_every=0)
+        instance = await runner.start(long_live, LONG, id="long")
+        await runner.advance(instance)
+        calls = marks[instance]
+    gaps = [calls[k + 1][0] - calls[k][0] for k in range(len(calls) - 1)]
+    return {
+        f"per-step time, steps 1-500 of {LONG:,}, ms": percentile(gaps[:500], 0.50) * 1000,
+        f"per-step time, last 500 steps of {LONG:,}, ms": percentile(gaps[-500:], 0.50) * 1000,
+    }
+
+
 async def main() -> None:
     """Run every figure and print it."""
     replay = replay_figures()
     report("Replay (no step runs)", replay)
     print(f"  target >= 100,000 events/s: {'met' if min(replay.values()) >= 100_000 else 'MISSED'}")
+    report("A long live workflow (in memory)", await long_figures())
     with tempfile.TemporaryDirectory() as directory:
         report("SQLite (WAL file)", await saga_figures(f"sqlite:///{Path(directory) / 'journal.db'}"))
     dsn = os.environ.get("SAGALOG_TEST_DSN")

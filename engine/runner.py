@@ -616,7 +616,7 @@ class Runner:
         pairs = [(base + i, event) for i, event in enumerate(events, 1)]
         state = fold_pairs(live.state, pairs)
         input_meta = {**live.meta, **metadata} if metadata else live.meta
-        next_ready = ready_at(state, now)
+        next_ready = ready_at(state, now, ex.open_seqs())
         ready_now = next_ready is not None and next_ready <= now
         # While steps run or are due the row says "ready now" and a new "now" changes
         # nothing for a claim: not rewriting it spares the database an index update.

@@ -305,7 +305,25 @@ class Executor(YieldHandling):
 
     def open_steps(self) -> list[StepTask]:
         """Steps and compensations not done yet, by command index."""
-        return [t for t in self.steps.values() if not t.done and self._step_live(t)]
+        return [task for task in self._unfinished() if self._step_live(task)]
+
+    @property
+    def caught_up(self) -> bool:
+        """Every decision the code has made is in the history fed so far (as after a commit)."""
+        return not self._expected
+
+    def open_seqs(self) -> list[int]:
+        """The command indexes of the steps and compensations not done yet (live or not)."""
+        return [task.seq for task in self._unfinished()]
+
+    def _unfinished(self) -> list[StepTask]:
+        found: list[StepTask] = []
+        for task in list(self._open.values()):
+            if task.done:
+                del self._open[task.seq]  # for good: a done step never reopens
+            else:
+                found.append(task)
+        return found
 
     def _step_live(self, task: StepTask) -> bool:
         if task.kind == "compensation":

@@ -68,6 +68,9 @@ class ExecutorState:
         self.now = datetime(1970, 1, 1, tzinfo=UTC)
         """The time new decisions are stamped with; the runner sets it before feeding."""
         self.steps: dict[int, StepTask] = {}
+        self._open: dict[int, StepTask] = {}
+        """The steps of ``steps`` not seen done yet (see ``open_steps``): asked after every
+        commit, which must not cost more as a long history piles up done steps."""
         self.children: dict[int, ChildTask] = {}
         self.timers: dict[int, datetime] = {}
         self.waits: dict[int, tuple[str, float | None, datetime | None]] = {}

@@ -13,6 +13,7 @@ so the work index can be rebuilt from the events.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Literal
 
@@ -339,13 +340,16 @@ def _end(s: SagaState, status: Status) -> SagaState:
     return msgspec.structs.replace(s, status=status, timers={}, waits={}, wait_timeouts={})
 
 
-def ready_at(state: SagaState, now: datetime) -> datetime | None:
+def ready_at(state: SagaState, now: datetime, unfinished: Iterable[int] | None = None) -> datetime | None:
     """When the instance next needs a worker, from its state alone (None: not by itself).
 
     Ready ``now`` when a step or compensation can run or a cancel is pending;
     at the earliest retry, timer or signal timeout otherwise; None when it
     ended (and any parent was told), is parked, waits for an operator, or
-    waits only for signals or child workflows.
+    waits only for signals or child workflows. ``unfinished``: the steps not
+    completed, failed for good or cancelled (at least), when the caller knows
+    them (the executor does): only those are looked at, so a long history of
+    done steps costs nothing here.
     """
     if state.status in TERMINAL:
         needs_parent = state.parent_id is not None and not state.detached and not state.parent_notified
@@ -355,7 +359,9 @@ def ready_at(state: SagaState, now: datetime) -> datetime | None:
     if state.wake:
         return now
     times: list[datetime] = []
-    for step in state.steps.values():
+    steps = state.steps
+    candidates = steps.values() if unfinished is None else [steps[s] for s in unfinished if s in steps]
+    for step in candidates:
         if step.status in ("scheduled", "running"):
             return now
         if step.status == "retrying" and step.retry_at is not None:

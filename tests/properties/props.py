@@ -70,7 +70,13 @@ def fold(events: list[Event], state: SagaState | None = None) -> SagaState:
 
 def replay(events: list[Event]) -> Executor:
     """Drive the current code of the instance's workflow against its history (no step runs)."""
-    pairs = decoded(events)
+    executor = executor_for(events)
+    executor.feed(decoded(events))
+    return executor
+
+
+def executor_for(events: list[Event]) -> Executor:
+    """A new executor of the instance's workflow (current code), nothing fed yet."""
     started = fold(events[:1])
     wf = PLAN_REGISTRY.workflow(started.workflow)
 
@@ -78,9 +84,7 @@ def replay(events: list[Event]) -> Executor:
         step = PLAN_REGISTRY.steps.get(name) if kind == "step" else None
         return step.decode_result(data) if step is not None else default_decode(kind, name, data)
 
-    executor = Executor(wf.fn, started.instance_id, wf.name, decode_args=wf.decode_args, decode_result=decode)
-    executor.feed(pairs)
-    return executor
+    return Executor(wf.fn, started.instance_id, wf.name, decode_args=wf.decode_args, decode_result=decode)
 
 
 def state_of(pairs: list[tuple[int, Any]]) -> SagaState:
