@@ -30,6 +30,7 @@ from sagalog.engine import logs
 from sagalog.engine.breaker import Breakers
 from sagalog.engine.children import may_be_orphan, orphan_verdict, outcome_for_parent, owes_parent
 from sagalog.engine.inputs import COMMIT_TRIES, append_input, operator_decision
+from sagalog.engine.instance_lock import InstanceLock
 from sagalog.engine.instances import create_decided, start_instance
 from sagalog.engine.live import Handoff, Idle, Live, LiveCache, fold_pairs, still_valid
 from sagalog.engine.loader import Loader
@@ -99,7 +100,7 @@ class Runner:
         self.worker_id = worker_id or f"runner-{uuid.uuid4().hex[:8]}"
         self.lease_seconds = lease_seconds
         self._fold = SagaFold()
-        self._locks: dict[str, anyio.Lock] = {}
+        self._locks: dict[str, InstanceLock] = {}
         self._meta = {"worker": self.worker_id}
         self.loader = Loader(
             journal,
@@ -468,13 +469,12 @@ class Runner:
         lock = self._locks.get(instance_id)
         return lock is not None and lock.locked()
 
-    def _lock(self, instance_id: str) -> anyio.Lock:
+    def _lock(self, instance_id: str) -> InstanceLock:
         lock = self._locks.get(instance_id)
         if lock is None:
             if len(self._locks) > 4 * self.loader.cache.maxsize:
                 self._locks = {k: v for k, v in self._locks.items() if v.locked()}
-            # fast_acquire: an uncontended lock (the usual case) costs no event-loop round.
-            lock = self._locks[instance_id] = anyio.Lock(fast_acquire=True)
+            lock = self._locks[instance_id] = InstanceLock()
         return lock
 
     async def _tick(
