@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, utils
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -64,8 +65,12 @@ class Buckets:
         return out
 
 
-class _Metric(Collector):
-    """What the kinds share: a name, help text and label names; registered at once."""
+S = TypeVar("S", Series, Buckets)
+
+
+class _Metric(Collector, Generic[S]):
+    """What the kinds share: a name, help text, label names and the series by label
+    values (the unlabelled one made at once); registered with ``registry`` at once."""
 
     def __init__(
         self, name: str, documentation: str, labelnames: Sequence[str] = (), *, registry: CollectorRegistry
@@ -73,14 +78,26 @@ class _Metric(Collector):
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
+        self._series: dict[tuple[str, ...], S] = {}
+        self._plain: S = self._new_series()
+        if not self.labelnames:
+            self._series[()] = self._plain
         registry.register(self)
 
-    def _check(self, values: tuple[str, ...]) -> None:
-        if len(values) != len(self.labelnames):
-            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values}")
+    def _new_series(self) -> S:
+        raise NotImplementedError
+
+    def labels(self, *values: str) -> S:
+        """The series of these label values (created at first use)."""
+        series = self._series.get(values)
+        if series is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name} takes labels {self.labelnames}, got {values}")
+            series = self._series[values] = self._new_series()
+        return series
 
 
-class Tally(_Metric):
+class Tally(_Metric[Series]):
     """A counter (``gauge=True``: a gauge), with or without labels."""
 
     def __init__(
@@ -93,19 +110,10 @@ class Tally(_Metric):
         gauge: bool = False,
     ) -> None:
         self.gauge = gauge
-        self._series: dict[tuple[str, ...], Series] = {}
-        self._plain = Series()
-        if not labelnames:
-            self._series[()] = self._plain
         super().__init__(name, documentation, labelnames, registry=registry)
 
-    def labels(self, *values: str) -> Series:
-        """The series of these label values (created at first use)."""
-        series = self._series.get(values)
-        if series is None:
-            self._check(values)
-            series = self._series[values] = Series()
-        return series
+    def _new_series(self) -> Series:
+        return Series()
 
     def inc(self, amount: float = 1.0) -> None:
         """Add to the unlabelled series."""
@@ -127,7 +135,7 @@ class Tally(_Metric):
         yield family
 
 
-class Histogram(_Metric):
+class Histogram(_Metric[Buckets]):
     """A histogram with fixed bucket bounds, with or without labels."""
 
     def __init__(
@@ -140,19 +148,10 @@ class Histogram(_Metric):
         registry: CollectorRegistry,
     ) -> None:
         self.bounds = tuple(sorted(float(b) for b in buckets if b != float("inf")))
-        self._series: dict[tuple[str, ...], Buckets] = {}
-        self._plain = Buckets(self.bounds)
-        if not labelnames:
-            self._series[()] = self._plain
         super().__init__(name, documentation, labelnames, registry=registry)
 
-    def labels(self, *values: str) -> Buckets:
-        """The series of these label values (created at first use)."""
-        series = self._series.get(values)
-        if series is None:
-            self._check(values)
-            series = self._series[values] = Buckets(self.bounds)
-        return series
+    def _new_series(self) -> Buckets:
+        return Buckets(self.bounds)
 
     def observe(self, value: float) -> None:
         """Observe in the unlabelled series."""
