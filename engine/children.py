@@ -1,7 +1,8 @@
 """Parents and children: what one instance's state means for the other.
 
-Pure decisions, read off folded states; the Runner reads the states and
-appends what these return.
+Pure decisions, read off folded states; the Runner's
+:class:`~sagalog.engine.family.Family` reads the states and appends what
+these return.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 Any process may append them (a client need not have the workflow's code): each
 goes in at the instance's current version, with the work-index entry folded
 from the state it leads to, and the worker that claims the instance runs the rest.
+Appends that may lose a race harmlessly go in under :class:`ignore_conflict`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,16 @@ from sagalog.errors import ConcurrencyError, WorkflowError
 
 COMMIT_TRIES = 8
 """Appends tried at a fresh version before a race that keeps being lost is reported."""
+
+
+class ignore_conflict:
+    """Swallow a ConcurrencyError: another writer did the same job first."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
+        return kind is not None and issubclass(kind, ConcurrencyError)
 
 
 async def append_input(

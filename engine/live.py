@@ -39,7 +39,7 @@ class Live(msgspec.Struct):
     meta: dict[str, str] = {}
     """Metadata of the events appended for it: the worker and the instance's trace."""
     adopted: bool = False
-    """A child whose parent was seen to record starting it (see ``Runner._orphaned``)."""
+    """A child whose parent was seen to record starting it (see ``Family.orphaned``)."""
     ready_now: bool = False
     """Its work-index row says "ready now": this copy's last commit wrote so, or it was
     claimed as ready. A commit that leaves it ready now need not write the row again."""

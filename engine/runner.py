@@ -14,6 +14,8 @@ Its :class:`~sagalog.engine.loader.Loader` keeps executors in an LRU cache
 (sticky execution); a miss, or any ``ConcurrencyError`` (someone else
 appended), replays from the journal. Its :class:`~sagalog.engine.stepping.Stepper`
 runs the step attempts a commit starts and commits each outcome the same way.
+Its :class:`~sagalog.engine.family.Family` does what a commit means for
+parents and children: orphans, outcomes owed to a parent, child ids in use.
 """
 
 from __future__ import annotations
@@ -21,15 +23,14 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 import anyio
 import anyio.abc
 from sagalog.engine import logs
 from sagalog.engine.breaker import Breakers
-from sagalog.engine.children import may_be_orphan, orphan_verdict, outcome_for_parent, owes_parent
-from sagalog.engine.inputs import COMMIT_TRIES, append_input, operator_decision
+from sagalog.engine.family import Family
+from sagalog.engine.inputs import COMMIT_TRIES, append_input, ignore_conflict, operator_decision
 from sagalog.engine.instance_lock import InstanceLock
 from sagalog.engine.instances import create_decided, start_instance
 from sagalog.engine.live import Handoff, Idle, Live, LiveCache, fold_pairs, still_valid
@@ -45,8 +46,6 @@ from sagalog.engine.workflow import DEFAULT_REGISTRY, Registry, Workflow
 from sagalog.replay.events import (
     CancelRequested,
     ChildCancelRequested,
-    ChildFailed,
-    ParentNotified,
     SignalReceived,
     SignalTimedOut,
     StepCancelled,
@@ -63,7 +62,7 @@ from sagalog.replay.saga import ENDING_TYPES, TERMINAL, SagaFold, SagaState, rea
 from sagalog.storage import Event, Journal, Schedule, check_stream_id, encode_value
 
 from sagalog.clock import SYSTEM_CLOCK, Clock
-from sagalog.errors import ConcurrencyError, DecodingError, NonDeterminismError, NotFoundError, WorkflowError
+from sagalog.errors import ConcurrencyError, DecodingError, NonDeterminismError, WorkflowError
 
 
 class Runner:
@@ -128,6 +127,10 @@ class Runner:
             breakers=breakers,
         )
         """Runs step and compensation attempts and knows which run here now."""
+        self.family = Family(
+            journal, self.registry, clock, self._meta, self.loader, self.describe, self._tick, self.cancel
+        )
+        """Parents and children: orphans, outcomes owed to parents, child ids in use."""
 
     # The loader and the stepper keep these; they read here as before, and the
     # settable ones can be set here too. This runner's own code reads them off
@@ -506,7 +509,7 @@ class Runner:
                     else:
                         if loaded is not None:
                             loaded(live)
-                        orphan = await self._orphaned(live)
+                        orphan = await self.family.orphaned(live)
                         decided = await self._commit_all(live, [*inputs, *orphan], tg, handoff)
                         state = live.state
             except ConcurrencyError:
@@ -516,26 +519,6 @@ class Runner:
             await self._after_commit(instance_id, state, decided)
             return state
         raise ConcurrencyError(stream_id(instance_id), -1, -1)
-
-    async def _orphaned(self, live: Live) -> list[WorkflowEvent]:
-        """A cancel for a child whose parent never recorded starting it and never will.
-
-        Once the parent has recorded it (see ``children.orphan_verdict``), or
-        while it may still, the child runs; the parent is read until then only.
-        """
-        state = live.state
-        if live.adopted or not may_be_orphan(state):
-            return []
-        assert state.parent_id is not None
-        try:
-            parent = await self.describe(state.parent_id)
-        except NotFoundError:
-            return []
-        verdict = orphan_verdict(state, parent)
-        if verdict == "adopted":
-            live.adopted = True
-            return []
-        return [] if verdict == "undecided" else [verdict]
 
     async def _commit_all(
         self,
@@ -568,7 +551,7 @@ class Runner:
     async def _park_running(self, instance_id: str, reason: str) -> None:
         """Park an instance whose step cannot run here (its code is not registered)."""
         async with self._lock(instance_id):
-            with _ignore_conflict():  # someone else moved it on; the next advance decides again
+            with ignore_conflict():  # someone else moved it on; the next advance decides again
                 await self.loader.park(instance_id, "unknown_workflow", reason)
 
     # -- committing -----------------------------------------------------------------
@@ -610,7 +593,7 @@ class Runner:
         refused = await create_decided(self.journal, live.state, decisions, live.meta, now)
         events = [*inputs, *decisions, *starts]
         if refused:  # a child id in use: its ChildFailed, and what the code does about it
-            extra = await self._after_refusals(live, refused, now)
+            extra = await self.family.after_refusals(live, refused, now)
             events += extra
             decisions += extra
         pairs = [(base + i, event) for i, event in enumerate(events, 1)]
@@ -662,61 +645,7 @@ class Runner:
                 case StepCancelled(seq=seq) if seq in running:
                     running[seq].cancel()
                 case ChildCancelRequested(child_id=child_id):
-                    await self.cancel(child_id, f"parent {instance_id} was cancelled")
+                    await self.family.cancel_child(instance_id, child_id)
                 case _:
                     pass
-        await self._after_end(state)
-
-    async def _after_end(self, state: SagaState) -> None:
-        """Deliver an ended child's outcome to its parent, then mark the child done."""
-        if not owes_parent(state):
-            return
-        assert state.parent_id is not None
-        event = outcome_for_parent(state)
-        parent = await self.describe(state.parent_id)
-        if parent.terminal:
-            pass  # nothing waits for it any more (an orphan, see _orphaned): only mark it done
-        elif parent.workflow in self.registry.workflows and parent.status != "parked":
-            await self._tick(state.parent_id, [event], None)
-        else:  # no code for the parent here: record the outcome for whoever has it
-            schedule = Schedule(None if parent.status == "parked" else self.clock.now())
-            with _ignore_conflict():
-                await self.journal.append(
-                    stream_id(state.parent_id), parent.version, [encode_event(event, self._meta)],
-                    schedule=schedule,
-                )  # fmt: skip
-        with _ignore_conflict():
-            await self.journal.append(
-                stream_id(state.instance_id),
-                state.version,
-                [encode_event(ParentNotified(state.parent_id), self._meta)],
-                schedule=Schedule(None),
-            )
-        self.loader.forget(state.instance_id)
-
-    # -- child ids already in use (like Temporal's WorkflowAlreadyStartedError) ----
-
-    async def _after_refusals(
-        self, live: Live, refused: list[ChildFailed], now: datetime
-    ) -> list[WorkflowEvent]:
-        """Feed the refused children's ``ChildFailed`` (the error is thrown at their
-        ``yield``) and return them with the decisions the code made next."""
-        ex = live.executor
-        extra: list[WorkflowEvent] = []
-        while refused:
-            ex.feed([(ex.version + i, event) for i, event in enumerate(refused, 1)])
-            more = ex.decide(now)
-            extra += refused
-            refused = await create_decided(self.journal, live.state, more, live.meta, now)
-            extra += more
-        return extra
-
-
-class _ignore_conflict:
-    """Swallow a ConcurrencyError: another writer did the same job first."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
-        return kind is not None and issubclass(kind, ConcurrencyError)
+        await self.family.after_end(state)
