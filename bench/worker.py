@@ -132,7 +132,7 @@ async def throughput(
     journal = await namespace(root)
     client = client_of(journal)
     procs = await workers(url, journal.namespace, processes, concurrency=500, lease=30.0)
-    cpu_before = sum(cpu_seconds(p.process.pid) for p in procs)
+    cpu_before = workers_cpu(procs)
     began = time.perf_counter()
     try:
         await start_many(client, SAGAS, "noop_saga", lambda i: i)
@@ -140,7 +140,7 @@ async def throughput(
         await until_terminal(journal)
     finally:
         elapsed = time.perf_counter() - began
-        cpu = sum(cpu_seconds(p.process.pid) for p in procs) - cpu_before
+        cpu = workers_cpu(procs) - cpu_before
         await stop(procs)
     return SAGAS / started, SAGAS / elapsed, cpu / SAGAS * 1000
 
@@ -155,14 +155,14 @@ async def drain(url: str, root: Journal, client_of: Any, processes: int) -> tupl
         proc.process.send_signal(signal.SIGSTOP)
     try:
         await start_many(client, SAGAS, "noop_saga", lambda i: i)
-        cpu_before = sum(cpu_seconds(p.process.pid) for p in procs)
+        cpu_before = workers_cpu(procs)
         pg_before = postgres_cpu_seconds()
         began = time.perf_counter()
         for proc in procs:
             proc.process.send_signal(signal.SIGCONT)
         await until_terminal(journal)
         elapsed = time.perf_counter() - began
-        cpu = sum(cpu_seconds(p.process.pid) for p in procs) - cpu_before
+        cpu = workers_cpu(procs) - cpu_before
         pg_after = postgres_cpu_seconds()
     finally:
         for proc in procs:
@@ -222,6 +222,11 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU a process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def workers_cpu(procs: list[WorkerProcess]) -> float:
+    """User + system CPU the worker processes have used so far."""
+    return sum(cpu_seconds(p.process.pid) for p in procs)
 
 
 def postgres_cpu_seconds() -> float | None:

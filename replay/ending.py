@@ -108,6 +108,6 @@ class Ending(ExecutorState):
         assert undone.compensation is not None
         seq = self._next_seq()
         args = encode_value([[msgspec.Raw(undone.result or _NIL)], {}])
-        self.steps[seq] = self._open[seq] = StepTask(seq, undone.compensation, args, kind="compensation")
+        self._add_step(StepTask(seq, undone.compensation, args, kind="compensation"))
         self._comp_current = seq
         self._expected.append(CompensationStarted(seq, undone.seq, undone.compensation, args))

@@ -93,6 +93,10 @@ class ExecutorState:
         self._patches: dict[str, bool] = {}
         self._early_children: dict[int, ChildCompleted | ChildFailed] = {}
 
+    def _add_step(self, task: StepTask) -> None:
+        """A new step or compensation: known by its seq, and unfinished until seen done."""
+        self.steps[task.seq] = self._open[task.seq] = task
+
     @property
     def ended(self) -> bool:
         """Whether the instance reached a terminal status."""

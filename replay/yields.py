@@ -126,7 +126,7 @@ class YieldHandling(Ending):
         seq = self._next_seq()
         if isinstance(call, StepCall):
             data = encode_value([list(call.args), call.kwargs], f"arguments of step {call.step!r}")
-            self.steps[seq] = self._open[seq] = StepTask(seq, call.step, data, compensation=call.compensation)
+            self._add_step(StepTask(seq, call.step, data, compensation=call.compensation))
             self._expected.append(StepScheduled(seq, call.step, data, call.compensation))
             return seq, None
         data = encode_value(list(call.args), f"arguments of child workflow {call.workflow!r}")
