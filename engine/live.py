@@ -16,6 +16,7 @@ from sagalog.replay.events import (
     CompensationFailed,
     StepCompleted,
     StepFailed,
+    StepStarted,
     WorkflowEvent,
 )
 from sagalog.replay.executor import Executor, StepTask
@@ -43,6 +44,10 @@ class Live(msgspec.Struct):
     ready_now: bool = False
     """Its work-index row says "ready now": this copy's last commit wrote so, or it was
     claimed as ready. A commit that leaves it ready now need not write the row again."""
+    deferred: list[WorkflowEvent] = []
+    """Events fed to the executor but not appended yet: a claim's first commit when it
+    only schedules and starts steps, appended with the first outcome (``Runner._commit``).
+    ``state`` does not include them."""
 
     @property
     def traceparent(self) -> str | None:
@@ -96,6 +101,31 @@ def fold_pairs(state: SagaState, pairs: Sequence[tuple[int, WorkflowEvent]]) -> 
     for version, event in pairs:
         state = apply_event(state, event, version)
     return state
+
+
+def valid_inputs(ex: Executor, inputs: Sequence[WorkflowEvent]) -> list[WorkflowEvent]:
+    """The ``inputs`` that still apply after a replay (see :func:`still_valid`).
+
+    A ``StepStarted`` among them is an attempt that ran before its start was
+    recorded (``Live.deferred`` lost to a replay): it applies while the step
+    waits for exactly that attempt, and then so does its outcome.
+    """
+    kept: list[WorkflowEvent] = []
+    started: set[tuple[int, int]] = set()
+    for event in inputs:
+        if isinstance(event, StepStarted):
+            task = ex.steps.get(event.seq)
+            if (
+                not ex.ended and task is not None and not task.done and not task.running
+                and task.attempt == event.attempt - 1
+            ):  # fmt: skip
+                kept.append(event)
+                started.add((event.seq, event.attempt))
+        elif isinstance(event, OUTCOMES) and (event.seq, event.attempt) in started:
+            kept.append(event)  # the outcome of the start kept above
+        elif still_valid(ex, event):
+            kept.append(event)
+    return kept
 
 
 def still_valid(ex: Executor, event: WorkflowEvent) -> bool:

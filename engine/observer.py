@@ -50,7 +50,7 @@ class Observer:
         """An attempt of a step or compensation (``kind``) ran for ``seconds``."""
 
     def takeover(self, workflow: str) -> None:
-        """An attempt that another worker started and never finished is restarted here."""
+        """An instance is claimed after the lease of the worker holding it ran out."""
 
     def timer_fired(self, workflow: str, lag_seconds: float) -> None:
         """A durable timer fired ``lag_seconds`` after it was due."""

@@ -21,6 +21,7 @@ parents and children: orphans, outcomes owed to a parent, child ids in use.
 from __future__ import annotations
 
 import contextlib
+import functools
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -33,7 +34,7 @@ from sagalog.engine.family import Family
 from sagalog.engine.inputs import COMMIT_TRIES, append_input, ignore_conflict, operator_decision
 from sagalog.engine.instance_lock import InstanceLock
 from sagalog.engine.instances import create_decided, start_instance
-from sagalog.engine.live import Handoff, Idle, Live, LiveCache, fold_pairs, still_valid
+from sagalog.engine.live import Handoff, Idle, Live, LiveCache, fold_pairs, valid_inputs
 from sagalog.engine.loader import Loader
 from sagalog.engine.observer import Observer
 from sagalog.engine.results import await_result, describe
@@ -49,6 +50,7 @@ from sagalog.replay.events import (
     SignalReceived,
     SignalTimedOut,
     StepCancelled,
+    StepScheduled,
     StepStarted,
     TimerFired,
     WorkflowEvent,
@@ -63,6 +65,9 @@ from sagalog.storage import Event, Journal, Schedule, check_stream_id, encode_va
 
 from sagalog.clock import SYSTEM_CLOCK, Clock
 from sagalog.errors import ConcurrencyError, DecodingError, NonDeterminismError, WorkflowError
+
+DEFERRABLE = (StepScheduled, StepStarted)
+"""What a deferred commit may hold (see ``Runner._commit``): nothing the world must see yet."""
 
 
 class Runner:
@@ -266,9 +271,7 @@ class Runner:
             with anyio.fail_after(timeout):
                 return await await_result(self.journal, self._fold, instance_id, self.snapshot_every)
         except TimeoutError:
-            raise TimeoutError(
-                f"workflow {instance_id!r} did not end within {timeout:g} seconds"
-            ) from None
+            raise TimeoutError(f"workflow {instance_id!r} did not end within {timeout:g} seconds") from None
 
     # -- signals, cancel, operators -----------------------------------------------
 
@@ -377,28 +380,40 @@ class Runner:
 
     # -- advancing ------------------------------------------------------------------
 
-    async def advance(self, instance_id: str) -> SagaState:
+    async def advance(self, instance_id: str, *, taken_over: bool | None = None) -> SagaState:
         """Run the instance as far as it can go now, then return its state.
 
         Replays it (from the cache or the journal), fires due timers and
         timeouts, runs due steps (concurrently, to their outcome), and records
         every decision, until it waits for time, a signal or a child, or ends.
         Parks it when its workflow is unknown, non-deterministic or undecodable.
+
+        ``taken_over`` is what the claim said (``Claim.taken_over``; None: no
+        claim, or not known). Unless it is false, the last holder may have
+        crashed in the middle of a step, so every attempt's start is recorded
+        before the attempt runs and a step that crashes its worker uses up its
+        attempts; true also counts a takeover (``Observer.takeover``). When
+        false, a first commit that only schedules and starts steps is appended
+        together with the first outcome: one commit fewer a claim.
         """
         token = logs.bind(instance_id=instance_id)
         try:
             with contextlib.ExitStack() as span:
-                return await self._advance(instance_id, span)
+                return await self._advance(instance_id, span, taken_over)
         finally:
             logs.reset(token)
 
-    async def _advance(self, instance_id: str, span: contextlib.ExitStack) -> SagaState:
+    async def _advance(
+        self, instance_id: str, span: contextlib.ExitStack, taken_over: bool | None
+    ) -> SagaState:
         def loaded(live: Live) -> None:
             """Once the workflow is known: its span (the steps' parent) and log fields."""
             if opened:
                 return  # a retried commit loads again
             opened.append(live)
             name = live.workflow.name
+            if taken_over:
+                self.loader.observer.takeover(name)
             attributes = {"sagalog.instance_id": instance_id, "sagalog.workflow": name}
             tracing = self.stepper.tracing
             handle = span.enter_context(tracing.span(f"workflow {name}", live.traceparent, attributes))
@@ -407,17 +422,25 @@ class Runner:
             logs.update(workflow=name, trace_id=trace_id_of(live.traceparent))
 
         opened: list[Live] = []
-        async with anyio.create_task_group() as tg:
-            handoff: list[Handoff] = []
-            try:
-                first = await self._tick(instance_id, [], tg, claimed=True, handoff=handoff, loaded=loaded)
-            except BaseException:
-                self.stepper.drop_handoff(instance_id, handoff)
-                raise
-            if handoff:  # the first step runs in this task rather than a new one
-                taken = handoff[0]
-                await self.stepper.run(instance_id, taken.workflow, taken.task, taken.scope, tg)
-        live = self.loader.cache.get(instance_id)
+        try:
+            async with anyio.create_task_group() as tg:
+                handoff: list[Handoff] = []
+                try:
+                    defer = taken_over is False
+                    first = await self._tick(
+                        instance_id, [], tg, claimed=True, handoff=handoff, loaded=loaded, defer=defer
+                    )
+                except BaseException:
+                    self.stepper.drop_handoff(instance_id, handoff)
+                    raise
+                if handoff:  # the first step runs in this task rather than a new one
+                    taken = handoff[0]
+                    await self.stepper.run(instance_id, taken.workflow, taken.task, taken.scope, tg)
+        finally:
+            live = self.loader.cache.get(instance_id)
+            if live is not None and live.deferred:  # its steps ended without an outcome (cancelled)
+                self.loader.forget(instance_id)
+                live = None
         if live is not None:
             return live.state
         try:
@@ -459,9 +482,14 @@ class Runner:
             if not due and not ended:
                 return advanced
             try:
+                taken_over = {c.stream_id for c in claims if c.taken_over}
                 async with anyio.create_task_group() as tg:
                     for stream in due:
-                        tg.start_soon(self.advance, stream.removeprefix("wf-"))
+                        tg.start_soon(
+                            functools.partial(
+                                self.advance, stream.removeprefix("wf-"), taken_over=stream in taken_over
+                            )
+                        )
             finally:
                 with anyio.CancelScope(shield=True):
                     await self.journal.release(self.worker_id, due)
@@ -490,13 +518,14 @@ class Runner:
         claimed: bool = False,
         handoff: list[Handoff] | None = None,
         loaded: Callable[[Live], None] | None = None,
+        defer: bool = False,
     ) -> SagaState:
         """Commit ``inputs`` and what follows from them; start due steps when ``tg`` is given.
 
         ``own`` is for the outcome of a step this runner ran, ``claimed`` for
         the first advance after a claim: then a cached executor (``claimed``:
         one that :meth:`preload` just read) is trusted without reading the
-        stream's tail first (see ``Loader.load``).
+        stream's tail first (see ``Loader.load``). ``defer``: see :meth:`_commit`.
         """
         trust, fresh = own, claimed
         for _ in range(COMMIT_TRIES):
@@ -510,7 +539,7 @@ class Runner:
                         if loaded is not None:
                             loaded(live)
                         orphan = await self.family.orphaned(live)
-                        decided = await self._commit_all(live, [*inputs, *orphan], tg, handoff)
+                        decided = await self._commit_all(live, [*inputs, *orphan], tg, handoff, defer)
                         state = live.state
             except ConcurrencyError:
                 self.loader.forget(instance_id)  # someone else appended: replay
@@ -526,9 +555,10 @@ class Runner:
         inputs: Sequence[WorkflowEvent],
         tg: anyio.abc.TaskGroup | None,
         handoff: list[Handoff] | None = None,
+        defer: bool = False,
     ) -> list[WorkflowEvent]:
         ex = live.executor
-        pending = [event for event in inputs if still_valid(ex, event)]
+        pending = valid_inputs(ex, inputs)
         decided: list[WorkflowEvent] = []
         while True:
             now = self.clock.now()
@@ -537,7 +567,9 @@ class Runner:
             pending += [TimerFired(seq) for seq in fired]
             pending += [SignalTimedOut(seq) for seq in ex.due_timeouts(now)]
             # Quiet: this runner holds the instance and goes on with it; no other worker is woken.
-            started, decisions = await self._commit(live, pending, start=tg is not None, quiet=True)
+            started, decisions = await self._commit(
+                live, pending, start=tg is not None, quiet=True, defer=defer
+            )
             for lag in lags:  # counted once recorded (a conflict replays and fires them again)
                 self.loader.observer.timer_fired(live.workflow.name, lag)
             decided += decisions
@@ -564,41 +596,65 @@ class Runner:
         start: bool,
         metadata: Mapping[str, str] | None = None,
         quiet: bool = False,
+        defer: bool = False,
     ) -> tuple[list[StepTask], list[WorkflowEvent]]:
         """Append ``inputs``, the decisions they lead to and the attempts to start, as one batch
-        (``quiet``: see ``Journal.append``)."""
+        (``quiet``: see ``Journal.append``).
+
+        ``defer``: when that batch only schedules and starts steps (a claim's
+        first commit), keep it in ``live.deferred`` instead: the next commit,
+        normally the first step's outcome, appends it first. A crash meanwhile
+        leaves no trace of the attempt, hence not after a takeover
+        (``Runner.advance``). An attempt whose deferred start a replay lost
+        comes back as a ``StepStarted`` input (see ``live.valid_inputs``).
+        """
         ex = live.executor
         now = self.clock.now()
-        base = ex.version
         ex.now = now
+        stored = ex.version - len(live.deferred)  # the stream's version in the journal
+        # An attempt's start recorded with its outcome follows the decision that scheduled it.
+        early = ex.decide(now) if any(isinstance(e, StepStarted) for e in inputs) else []
         try:
-            ex.feed([(base + i, event) for i, event in enumerate(inputs, 1)])
+            ex.feed([(ex.version + i, event) for i, event in enumerate(inputs, 1)])
         except (DecodingError, NonDeterminismError):
             self.loader.forget(ex.instance_id)
             raise
-        decisions = ex.decide(now)
+        decisions = [*early, *ex.decide(now)]
         starts: list[WorkflowEvent] = []
-        takeovers = 0
+        crashed_here = 0
         if start:
             running_here = self.stepper.inflight.get(ex.instance_id, {})
             for task in ex.open_steps():
-                crashed = task.running and task.seq not in running_here
-                due = not task.running and (task.retry_at is None or task.retry_at <= now)
+                here = task.seq in running_here
+                crashed = task.running and not here
+                due = not task.running and not here and (task.retry_at is None or task.retry_at <= now)
                 if crashed or due:
                     starts.append(StepStarted(task.seq, task.attempt + 1))
-                takeovers += crashed
+                crashed_here += crashed
             ex.feed([(ex.version + i, event) for i, event in enumerate(starts, 1)])
         if not (inputs or decisions or starts):
             return [], []
+        tasks = [ex.steps[e.seq] for e in starts if isinstance(e, StepStarted)]
+        if (
+            defer
+            and starts
+            and not inputs
+            and not crashed_here
+            and all(isinstance(event, DEFERRABLE) for event in decisions)
+        ):
+            live.deferred += [*decisions, *starts]
+            return tasks, decisions
         refused = await create_decided(self.journal, live.state, decisions, live.meta, now)
-        events = [*inputs, *decisions, *starts]
+        events = [*live.deferred, *early, *inputs, *decisions[len(early) :], *starts]
         if refused:  # a child id in use: its ChildFailed, and what the code does about it
             extra = await self.family.after_refusals(live, refused, now)
             events += extra
             decisions += extra
-        pairs = [(base + i, event) for i, event in enumerate(events, 1)]
+        pairs = [(stored + i, event) for i, event in enumerate(events, 1)]
         state = fold_pairs(live.state, pairs)
         input_meta = {**live.meta, **metadata} if metadata else live.meta
+        first_input = len(live.deferred) + len(early)
+        input_at = range(first_input, first_input + len(inputs))
         next_ready = ready_at(state, now, ex.open_seqs())
         ready_now = next_ready is not None and next_ready <= now
         # While steps run or are due the row says "ready now" and a new "now" changes
@@ -607,9 +663,9 @@ class Runner:
         try:
             await self.journal.append(
                 stream_id(ex.instance_id),
-                base,
+                stored,
                 [
-                    encode_event(event, input_meta if i < len(inputs) else live.meta)
+                    encode_event(event, input_meta if i in input_at else live.meta)
                     for i, event in enumerate(events)
                 ],
                 schedule=schedule,
@@ -619,13 +675,12 @@ class Runner:
         except BaseException:
             self.loader.forget(ex.instance_id)  # its executor is ahead of the journal now
             raise
-        self._observe_commit(live, state, decisions)
-        for _ in range(takeovers):
-            self.loader.observer.takeover(live.workflow.name)
+        self._observe_commit(live, state, [*live.deferred, *decisions])
         live.state = state
         live.ready_now = ready_now
-        await self.loader.save_snapshot(ex.instance_id, base, state)
-        return [ex.steps[e.seq] for e in starts if isinstance(e, StepStarted)], decisions
+        live.deferred = []
+        await self.loader.save_snapshot(ex.instance_id, stored, state)
+        return tasks, decisions
 
     def _observe_commit(self, live: Live, after: SagaState, decisions: Sequence[WorkflowEvent]) -> None:
         """Count a first run and a reached end (the commit that recorded them succeeded)."""

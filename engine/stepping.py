@@ -34,7 +34,7 @@ from sagalog.engine.sessions import Sessions
 from sagalog.engine.steps import Attempt, outcome_event, run_attempt
 from sagalog.engine.tracing import NO_SPAN, TRACING, SpanHandle, Tracing
 from sagalog.engine.workflow import Registry, Step, StepContext, Workflow
-from sagalog.replay.events import WorkflowEvent
+from sagalog.replay.events import StepStarted, WorkflowEvent
 from sagalog.replay.executor import StepTask
 from sagalog.replay.saga import SagaState
 
@@ -161,7 +161,10 @@ class Stepper:
             self.loader.observer.step_attempt(wf.name, task.name, task.kind, task.attempt, outcome, seconds)
             # Still marked as running here until its outcome is committed, so a
             # concurrent commit does not take it for a crashed attempt.
-            await self._tick(instance_id, [event], tg, own=True, handoff=handoff)
+            # With its start: recorded with the outcome when that start was deferred
+            # and a replay lost it (see ``Runner._commit``); dropped when recorded.
+            started = StepStarted(task.seq, task.attempt)
+            await self._tick(instance_id, [started, event], tg, own=True, handoff=handoff)
         except BaseException:
             self.drop_handoff(instance_id, handoff)
             raise

@@ -65,8 +65,11 @@ class Outcome(msgspec.Struct, frozen=True):
 class StreamHandler(Protocol):
     """Advances one claimed stream as far as it can go now."""
 
-    async def handle(self, stream_id: str) -> Outcome:
-        """Advance ``stream_id``; the work index schedule is the handler's to set."""
+    async def handle(self, stream_id: str, *, taken_over: bool = True) -> Outcome:
+        """Advance ``stream_id``; the work index schedule is the handler's to set.
+
+        ``taken_over``: its last holder's lease ran out (see ``Claim.taken_over``).
+        """
         ...
 
     def cache_counts(self) -> tuple[int, int]:
@@ -255,7 +258,7 @@ class Worker:
                     continue  # our own lease ran out while working and we got it again
                 self.metrics.claimed.inc()
                 scope = self.leases.take(claim.stream_id)
-                work.start_soon(self._advance, claim.stream_id, scope, name=claim.stream_id)
+                work.start_soon(self._advance, claim.stream_id, scope, claim.taken_over, name=claim.stream_id)
             if len(claims) < want:
                 await self._wait_for_work(changed, self._timeout(next_due))
 
@@ -374,7 +377,7 @@ class Worker:
 
     # -- one stream ----------------------------------------------------------
 
-    async def _advance(self, stream_id: str, scope: anyio.CancelScope) -> None:
+    async def _advance(self, stream_id: str, scope: anyio.CancelScope, taken_over: bool) -> None:
         release = True
         self.metrics.in_flight.inc()
         if stream_id.startswith("wf-"):
@@ -382,7 +385,7 @@ class Worker:
             logs.bind(instance_id=stream_id.removeprefix("wf-"))
         try:
             with scope:
-                outcome = await self._handler.handle(stream_id)
+                outcome = await self._handler.handle(stream_id, taken_over=taken_over)
                 self._count(stream_id, outcome)
                 release = outcome.indexed
         except ConcurrencyError as exc:

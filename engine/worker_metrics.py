@@ -173,7 +173,7 @@ class WorkerMetrics(Observer):
         )
         self.takeovers = Tally(
             "sagalog_lease_takeovers",
-            "Attempts found started by a worker that went away, restarted here",
+            "Instances claimed after the lease of the worker holding them ran out",
             ["workflow"],
             registry=r,
         )
@@ -282,7 +282,7 @@ class WorkerMetrics(Observer):
             self.compensations.labels(workflow, step, outcome).inc()
 
     def takeover(self, workflow: str) -> None:
-        """Count an attempt restarted after its worker went away."""
+        """Count an instance taken over from a worker whose lease ran out."""
         self.takeovers.labels(workflow).inc()
 
     def timer_fired(self, workflow: str, lag_seconds: float) -> None:

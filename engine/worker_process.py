@@ -46,11 +46,11 @@ class RunnerHandler:
         self.sessions = sessions
         self._unknown: set[str] = set()
 
-    async def handle(self, stream_id: str) -> Outcome:
-        """Advance one claimed stream as far as it goes now."""
+    async def handle(self, stream_id: str, *, taken_over: bool = True) -> Outcome:
+        """Advance one claimed stream as far as it goes now (``taken_over``: see ``Runner.advance``)."""
         if stream_id.startswith(WORKFLOW_PREFIX):
             steps_before = self.runner.steps_run
-            state = await self.runner.advance(stream_id.removeprefix(WORKFLOW_PREFIX))
+            state = await self.runner.advance(stream_id.removeprefix(WORKFLOW_PREFIX), taken_over=taken_over)
             return Outcome(
                 state.status,
                 steps=self.runner.steps_run - steps_before,

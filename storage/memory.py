@@ -164,8 +164,10 @@ class MemoryRecorder:
         )
         claims = []
         for ready_at, stream_id in ready[:limit]:
-            self._work[(namespace, stream_id)][1:] = [owner, lease_until]
-            claims.append(Claim(stream_id, ready_at, owner, lease_until))
+            row = self._work[(namespace, stream_id)]
+            taken_over = row[1] is not None
+            row[1:] = [owner, lease_until]
+            claims.append(Claim(stream_id, ready_at, owner, lease_until, taken_over=taken_over))
         return claims
 
     async def renew(

@@ -35,7 +35,7 @@ Params = Sequence[Any] | dict[str, Any]
 # sleep. The caller orders the rows.
 CLAIM_NEXT = f"""
 WITH ready AS (
-    SELECT stream_id FROM work_index
+    SELECT stream_id, lease_owner IS NOT NULL AS taken_over FROM work_index
     WHERE namespace = %(ns)s AND ready_at <= %(now)s
       AND (lease_owner IS NULL OR lease_expires_at <= %(now)s)
     ORDER BY ready_at, stream_id LIMIT %(limit)s
@@ -43,8 +43,8 @@ WITH ready AS (
 claimed AS (
     UPDATE work_index w SET lease_owner = %(owner)s, lease_expires_at = %(until)s
     FROM ready WHERE w.namespace = %(ns)s AND w.stream_id = ready.stream_id
-    RETURNING w.stream_id, w.ready_at)
-(SELECT c.stream_id, c.ready_at, {", ".join("e." + c for c in EVENT_COLUMNS.split(", "))}
+    RETURNING w.stream_id, w.ready_at, ready.taken_over)
+(SELECT c.stream_id, c.ready_at, c.taken_over, {", ".join("e." + c for c in EVENT_COLUMNS.split(", "))}
    FROM claimed c
    LEFT JOIN LATERAL (
        SELECT {EVENT_COLUMNS} FROM events
@@ -52,7 +52,7 @@ claimed AS (
         ORDER BY version LIMIT %(read)s) e ON true)
 UNION ALL
 SELECT NULL, (SELECT min(ready_at) FROM work_index WHERE namespace = %(ns)s AND ready_at > %(now)s),
-       {", ".join(["NULL"] * 8)}"""
+       NULL, {", ".join(["NULL"] * 8)}"""
 
 
 def _version(event: Event) -> int:
@@ -78,17 +78,20 @@ class WorkIndexQueries:
         rows = await self._all(
             """
             WITH ready AS (
-                SELECT stream_id FROM work_index
+                SELECT stream_id, lease_owner IS NOT NULL AS taken_over FROM work_index
                 WHERE namespace = %(ns)s AND ready_at <= %(now)s
                   AND (lease_owner IS NULL OR lease_expires_at <= %(now)s)
                 ORDER BY ready_at, stream_id LIMIT %(limit)s
                 FOR UPDATE SKIP LOCKED)
             UPDATE work_index w SET lease_owner = %(owner)s, lease_expires_at = %(until)s
             FROM ready WHERE w.namespace = %(ns)s AND w.stream_id = ready.stream_id
-            RETURNING w.stream_id, w.ready_at""",
+            RETURNING w.stream_id, w.ready_at, ready.taken_over""",
             {"ns": namespace, "now": now, "limit": limit, "owner": owner, "until": lease_until},
         )
-        claims = [Claim(stream_id, utc(ready), owner, lease_until) for stream_id, ready in rows]
+        claims = [
+            Claim(stream_id, utc(ready), owner, lease_until, taken_over=taken_over)
+            for stream_id, ready, taken_over in rows
+        ]
         return sorted(claims, key=lambda c: (c.ready_at, c.stream_id))
 
     async def claim_next(
@@ -104,18 +107,18 @@ class WorkIndexQueries:
                 await cur.execute(CLAIM_NEXT, params)
                 rows = await cur.fetchall()
         next_due: datetime | None = None
-        claims: dict[str, tuple[datetime, list[Event]]] = {}
-        for stream_id, ready, *event in rows:
+        claims: dict[str, tuple[datetime, bool, list[Event]]] = {}
+        for stream_id, ready, taken_over, *event in rows:
             if stream_id is None:  # the row that says when the next stream is due
                 next_due = ready
                 continue
-            _, events = claims.setdefault(stream_id, (utc(ready), []))
+            _, _, events = claims.setdefault(stream_id, (utc(ready), taken_over, []))
             if event[0] is not None:
                 events.append(to_event(event))
         found = [
             Claim(stream_id, ready, owner, lease_until,
-                  tuple(sorted(events, key=_version)) if read > 0 else None)
-            for stream_id, (ready, events) in claims.items()
+                  tuple(sorted(events, key=_version)) if read > 0 else None, taken_over)
+            for stream_id, (ready, taken_over, events) in claims.items()
         ]  # fmt: skip
         found.sort(key=lambda c: (c.ready_at, c.stream_id))
         return found, None if next_due is None else utc(next_due)

@@ -120,6 +120,9 @@ class Claim(msgspec.Struct, frozen=True):
     events: tuple[Event, ...] | None = None
     """The stream's first events, read with the claim when asked (``Journal.claim(read=n)``,
     at most ``n`` of them); None when not read."""
+    taken_over: bool = False
+    """Another lease on it ran out rather than being released: its holder crashed,
+    hung or lost the database, perhaps in the middle of a step."""
 
 
 class WorkItem(msgspec.Struct, frozen=True):

@@ -412,7 +412,8 @@ class SqliteDatabase:
         stamp, until = to_micros(now), to_micros(lease_until)
         with self._write() as conn:
             rows = conn.execute(
-                "SELECT stream_id, ready_at FROM work WHERE namespace = ? AND ready_at <= ? "
+                "SELECT stream_id, ready_at, lease_owner IS NOT NULL FROM work "
+                "WHERE namespace = ? AND ready_at <= ? "
                 "AND (lease_owner IS NULL OR lease_expires_at <= ?) "
                 "ORDER BY ready_at, stream_id LIMIT ?",
                 (namespace, stamp, stamp, limit),
@@ -422,7 +423,7 @@ class SqliteDatabase:
                 [(owner, until, namespace, row[0]) for row in rows],
             )
         expires = from_micros(until)
-        return [Claim(row[0], from_micros(row[1]), owner, expires) for row in rows]
+        return [Claim(row[0], from_micros(row[1]), owner, expires, taken_over=bool(row[2])) for row in rows]
 
     def renew(
         self, namespace: str, owner: str, stream_ids: Sequence[str], lease_until: datetime

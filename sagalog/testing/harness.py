@@ -127,6 +127,23 @@ class TappedJournal:
         return stored
 
 
+class Vanishing:
+    """Forwards to a journal, except that leases are never given back (``release`` does nothing).
+
+    A runner on it dies the way ``kill -9`` kills a worker: cancel it, and its
+    leases stay until they expire, so another runner's claim is a takeover.
+    """
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._journal, name)
+
+    async def release(self, owner: str, stream_ids: Sequence[str]) -> None:
+        """Give nothing back: a dead process cannot."""
+
+
 def is_crash(exc: BaseException) -> bool:
     """Whether ``exc`` is a :class:`Crash`, possibly inside exception groups from task groups."""
     if isinstance(exc, Crash):
@@ -162,6 +179,8 @@ class Run(msgspec.Struct):
     """The first worker's journal (its ``appends`` count every append it asked for)."""
     crashed: bool = False
     """The first worker died and another resumed."""
+    died_at: int | None = None
+    """The newest journal position when the first worker died (None: it did not)."""
 
 
 async def drive(
@@ -171,26 +190,29 @@ async def drive(
     instance_id: str,
     signals: SignalMode,
     rounds: int = 300,
+    *,
+    taken_over: bool = False,
 ) -> SagaState:
     """Advance the instance and its children until all have ended, moving the clock to each wake-up.
 
     Advances directly (no work-index claims: a dead runner's leases would
-    hold the streams until they expire). ``client`` sends late signals and
-    operator retries.
+    hold the streams until they expire), each as if claimed: from a lease
+    that ran out when ``taken_over``, else from one given back (see
+    ``Runner.advance``). ``client`` sends late signals and operator retries.
     """
     for _ in range(rounds):
         wakes: list[datetime] = []
         for instance in await family(runner.journal, instance_id):
-            state = await runner.advance(instance)
+            state = await runner.advance(instance, taken_over=taken_over)
             # Every wait gets its late signal before the clock may reach the wait's timeout.
             for _ in range(100):
                 if signals != "late" or not state.waits:
                     break
                 await client.signal(instance, next(iter(state.waits.values())), "late")
-                state = await runner.advance(instance)
+                state = await runner.advance(instance, taken_over=taken_over)
             if state.status == "compensation_failed":
                 await client.retry_compensation(instance, "operator")
-                state = await runner.advance(instance)
+                state = await runner.advance(instance, taken_over=taken_over)
             wake = ready_at(state, clock.now())
             if wake is not None:
                 wakes.append(wake)
@@ -250,7 +272,7 @@ async def _run(
 
     async def take_over(stream: str) -> None:
         if stream.startswith("wf-") and await journal.read_stream(stream, 1, 1):
-            await rival.advance(stream.removeprefix("wf-"))
+            await rival.advance(stream.removeprefix("wf-"), taken_over=True)
 
     tapped = TappedJournal(journal, world, fault, before=take_over, after=cancel)
     worker = runner(tapped)
@@ -260,18 +282,20 @@ async def _run(
     if fault.kind == "cancel" and fault.at == 0:  # before the worker does anything
         tapped.fired = True
         await cancel("")
-    crashed = False
+    crashed, died_at = False, None
     try:
         await drive(worker, client, clock, instance_id, signals)
     except BaseException as exc:
         if not is_crash(exc):
             raise
-        crashed = True
+        crashed, died_at = True, world.watermark
         clock.advance(1)
         if fault.kind == "crash_cancel":
             await cancel("")
-        await drive(runner(TappedJournal(journal, world)), client, clock, instance_id, signals)
-    return Run(instance_id, world, tapped, crashed)
+        # Whatever the dead worker held is taken over: starts are recorded before attempts run.
+        resumer = runner(TappedJournal(journal, world))
+        await drive(resumer, client, clock, instance_id, signals, taken_over=True)
+    return Run(instance_id, world, tapped, crashed, died_at)
 
 
 class Outcome(msgspec.Struct, frozen=True):
@@ -323,8 +347,17 @@ async def read_everything(journal: Journal) -> list[Event]:
         after = page[-1].position
 
 
-def executions_after_completion(world: World, events_by_instance: dict[str, list[Event]]) -> list[str]:
-    """Executions that began after their step's completion was recorded (must be none)."""
+def executions_after_completion(
+    world: World, events_by_instance: dict[str, list[Event]], *, died_at: int | None = None
+) -> list[str]:
+    """Executions that began after their step's completion was recorded, or whose attempt
+    was never recorded as started (must be none).
+
+    Only a worker that died (when the journal's newest position was
+    ``died_at``) may have left attempts unrecorded: a claim's first attempts
+    record their start with their outcome, and a takeover records every start
+    before its attempt runs (see ``Runner.advance``).
+    """
     done: dict[str, int] = {}
     started: set[tuple[str, int]] = set()
     for instance, events in events_by_instance.items():
@@ -338,6 +371,7 @@ def executions_after_completion(world: World, events_by_instance: dict[str, list
     for effect in world.effects:
         if effect.key in done and effect.watermark >= done[effect.key]:
             problems.append(f"{effect.what} ({effect.key}) attempt {effect.attempt} ran after its completion")
-        if (effect.key, effect.attempt) not in started:
+        unrecorded_ok = died_at is not None and effect.watermark <= died_at
+        if (effect.key, effect.attempt) not in started and not unrecorded_ok:
             problems.append(f"{effect.what} ({effect.key}) attempt {effect.attempt} ran without StepStarted")
     return problems

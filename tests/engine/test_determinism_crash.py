@@ -57,7 +57,7 @@ async def test_crash_at_every_append_point_on_each_backend(journal_url: str) -> 
             assert run.crashed, at
             assert list((await outcome(journal, iid)).values()) == expected, at
             found = await histories(journal, iid)
-            assert executions_after_completion(run.world, found) == [], at
+            assert executions_after_completion(run.world, found, died_at=run.died_at) == [], at
             assert all(check_completions(i, events) == [] for i, events in found.items()), at
     finally:
         await journal.close()

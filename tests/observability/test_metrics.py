@@ -15,6 +15,7 @@ from sagalog.engine.worker_metrics import WorkerMetrics
 from sagalog.storage import Journal, connect
 
 from sagalog.clock import ManualClock
+from sagalog.testing import Vanishing
 
 pytestmark = pytest.mark.anyio
 
@@ -144,9 +145,9 @@ async def test_timer_lag_is_how_late_a_due_timer_fired() -> None:
     assert metrics.value("sagalog_timer_lag_seconds_sum", workflow="napping") == 30
 
 
-async def test_an_attempt_left_running_by_a_vanished_worker_counts_as_a_takeover() -> None:
-    journal = await connect("memory://")
+async def test_an_instance_claimed_after_its_workers_lease_ran_out_counts_as_a_takeover() -> None:
     clock = ManualClock()
+    journal = await connect("memory://", clock=clock)  # leases run out on this clock
     registry = Registry()
     started = anyio.Event()
 
@@ -160,12 +161,13 @@ async def test_an_attempt_left_running_by_a_vanished_worker_counts_as_a_takeover
     def patient(ctx: object) -> object:
         return (yield slow())
 
-    first = Runner(journal, registry, clock=clock, worker_id="first", lease_seconds=10)
+    # The first worker dies mid-step (Vanishing: its lease is never given back).
+    first = Runner(Vanishing(journal), registry, clock=clock, worker_id="first", lease_seconds=10)  # type: ignore[arg-type]
     instance = await first.start("patient")
     async with anyio.create_task_group() as tg:
         tg.start_soon(first.run_until_idle)
         await started.wait()
-        tg.cancel_scope.cancel()  # the first worker dies mid-step: StepStarted, no outcome
+        tg.cancel_scope.cancel()
 
     registry.steps["slow"].fn = _quick  # the code is fixed by the time another worker comes
     second = Runner(journal, registry, clock=clock, worker_id="second")

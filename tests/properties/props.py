@@ -121,4 +121,4 @@ def assert_compensation_failed_only_when_exhausted(run: Run, found: dict[str, li
             case _:
                 pass
     assert check_compensations(run.instance_id, events) == []
-    assert executions_after_completion(run.world, found) == []
+    assert executions_after_completion(run.world, found, died_at=run.died_at) == []

@@ -124,7 +124,7 @@ async def test_inv4_crash_anywhere_resume_equals_no_crash(
         run, found = await run_plan(journal, plan, Fault(kind, at), signals)  # type: ignore[arg-type]
         assert run.worker.fired, at
         assert list((await outcome(journal, run.instance_id)).values()) == expected, (kind, at)
-        assert executions_after_completion(run.world, found) == [], (kind, at)
+        assert executions_after_completion(run.world, found, died_at=run.died_at) == [], (kind, at)
         for instance, events in found.items():
             assert check_completions(instance, events) == [], (kind, at)
     await journal.close()

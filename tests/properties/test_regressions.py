@@ -26,7 +26,8 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_a_child_created_for_a_commit_that_lost_to_a_cancel_is_cancelled_not_orphaned() -> None:
-    """Found by test_inv1_exactly_one_terminal_state (fault: cancel after append 3).
+    """Found by test_inv1_exactly_one_terminal_state (fault: cancel after append 3, now 2:
+    the first step's start goes in with its outcome).
 
     The step before the child completed while a client's cancel was being
     appended. The worker created the child instance (children are created
@@ -39,7 +40,7 @@ async def test_a_child_created_for_a_commit_that_lost_to_a_cancel_is_cancelled_n
     """
     journal = await connect("memory://")
     plan = [Op("step", (StepSpec("a", ("retry", "ok")),)), Op("child", (StepSpec("b", ("ok",)),))]
-    run, found = await run_plan(journal, plan, Fault("cancel", 3))
+    run, found = await run_plan(journal, plan, Fault("cancel", 2))
     parent, kid = found[run.instance_id], found[f"{run.instance_id}-1"]
     assert (fold(parent).status, fold(kid).status) == ("cancelled", "cancelled")
     assert check_terminal(run.instance_id, parent) == [] and check_terminal("kid", kid) == []

@@ -240,14 +240,35 @@ async def test_expired_leases_renew_and_release(timed_journal: Journal, clock: M
     assert await journal.renew("w1", ["wf-2", "wf-missing"], 30) == ["wf-2"]  # wf-2 now until t0+50
     clock.advance(15)  # t0+35: wf-1's lease has expired, wf-2's has not
     [taken] = await journal.claim("w2", 30)
-    assert taken == Claim("wf-1", t0, "w2", t0 + timedelta(seconds=65))
+    assert taken == Claim("wf-1", t0, "w2", t0 + timedelta(seconds=65), taken_over=True)
     assert await journal.renew("w1", ["wf-1", "wf-2"], 30) == ["wf-2"]  # w1 lost wf-1
     assert await journal.renew("w2", ["wf-2"], 30) == []
     await journal.release("w2", ["wf-2"])  # not w2's: nothing happens
     assert await journal.claim("w3", 30) == []
     await journal.release("w1", ["wf-2"])
-    assert [c.stream_id for c in await journal.claim("w3", 30)] == ["wf-2"]
+    assert [(c.stream_id, c.taken_over) for c in await journal.claim("w3", 30)] == [("wf-2", False)]
     assert await journal.renew("w1", ["wf-2"], 30) == []
+
+
+async def test_a_claim_tells_a_lease_that_ran_out_from_one_given_back(
+    timed_journal: Journal, clock: ManualClock
+) -> None:
+    journal, t0 = timed_journal, clock.now()
+    for stream in ("wf-new", "wf-released", "wf-expired"):
+        await journal.append(stream, NO_STREAM, new("A"), schedule=Schedule(t0))
+    assert len(await journal.claim("w1", 30, limit=2, read=1)) == 2  # wf-expired, wf-new
+    await journal.release("w1", ["wf-new"])
+    clock.advance(31)  # w1 "crashed" holding wf-expired
+    claims, _ = await journal.claim_next("w2", 30, read=1)
+    assert sorted((c.stream_id, c.taken_over) for c in claims) == [
+        ("wf-expired", True),
+        ("wf-new", False),  # given back
+        ("wf-released", False),  # never leased
+    ]
+    clock.advance(31)
+    assert {c.stream_id: c.taken_over for c in await journal.claim("w3", 30)} == {
+        "wf-expired": True, "wf-new": True, "wf-released": True,
+    }  # fmt: skip
 
 
 async def test_appends_reschedule_keep_the_lease_and_none_removes(

@@ -36,7 +36,7 @@ class Stepper:
         self.fail_once: set[str] = set()
         self.status = "completed"
 
-    async def handle(self, stream_id: str) -> Outcome:
+    async def handle(self, stream_id: str, *, taken_over: bool = True) -> Outcome:
         self.calls.append(stream_id)
         if self.gate is not None:
             await self.gate.wait()
