@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 
 import anyio
 import msgspec
@@ -48,6 +49,8 @@ class Live(msgspec.Struct):
     """Events fed to the executor but not appended yet: a claim's first commit when it
     only schedules and starts steps, appended with the first outcome (``Runner._commit``).
     ``state`` does not include them."""
+    deferred_at: datetime | None = None
+    """When ``deferred`` was set aside (a heartbeat appends it once its steps run long)."""
 
     @property
     def traceparent(self) -> str | None:

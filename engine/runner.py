@@ -24,6 +24,7 @@ import contextlib
 import functools
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -448,6 +449,20 @@ class Runner:
         except DecodingError:
             return first  # parked as undecodable: only the state seen on parking is readable
 
+    async def record_deferred(self, instance_ids: Sequence[str], older_than: float) -> None:
+        """Append the deferred first commits (see :meth:`_commit`) of these instances that were
+        set aside more than ``older_than`` seconds ago: their steps run long, and the journal
+        should show them started. The worker calls this on each heartbeat."""
+        cutoff = self.clock.now() - timedelta(seconds=older_than)
+        for instance_id in instance_ids:
+            live = self.loader.cache.get(instance_id)
+            if live is None or live.deferred_at is None or live.deferred_at > cutoff:
+                continue
+            async with self._lock(instance_id):
+                if self.loader.cache.get(instance_id) is live and live.deferred:
+                    with ignore_conflict():  # the outcome's commit appends it after a replay
+                        await self._commit(live, [], start=False)
+
     async def preload(self, instance_ids: Sequence[str]) -> None:
         """Replay into the cache, in one query, claimed instances not cached yet (see ``Loader.preload``)."""
         await self.loader.preload(instance_ids)
@@ -632,7 +647,7 @@ class Runner:
                     starts.append(StepStarted(task.seq, task.attempt + 1))
                 crashed_here += crashed
             ex.feed([(ex.version + i, event) for i, event in enumerate(starts, 1)])
-        if not (inputs or decisions or starts):
+        if not (inputs or decisions or starts or live.deferred):
             return [], []
         tasks = [ex.steps[e.seq] for e in starts if isinstance(e, StepStarted)]
         if (
@@ -643,6 +658,7 @@ class Runner:
             and all(isinstance(event, DEFERRABLE) for event in decisions)
         ):
             live.deferred += [*decisions, *starts]
+            live.deferred_at = now
             return tasks, decisions
         refused = await create_decided(self.journal, live.state, decisions, live.meta, now)
         events = [*live.deferred, *early, *inputs, *decisions[len(early) :], *starts]
@@ -678,7 +694,7 @@ class Runner:
         self._observe_commit(live, state, [*live.deferred, *decisions])
         live.state = state
         live.ready_now = ready_now
-        live.deferred = []
+        live.deferred, live.deferred_at = [], None
         await self.loader.save_snapshot(ex.instance_id, stored, state)
         return tasks, decisions
 

@@ -85,6 +85,11 @@ class StreamHandler(Protocol):
         """Get ready to advance these freshly claimed streams (e.g. replay what the claim read)."""
         ...
 
+    async def checkpoint(self, stream_ids: Sequence[str], older_than: float) -> None:
+        """Record what the handler has held in memory for more than ``older_than`` seconds
+        about these streams it is advancing (called on each heartbeat)."""
+        ...
+
 
 class Worker:
     """Claims streams from the work index of ``journal`` and hands them to ``handler``.
@@ -444,6 +449,18 @@ class Worker:
             for stream_id in held:
                 if stream_id not in kept:
                     self._lose(stream_id, "the lease was taken over")
+            await self._checkpoint([s for s in held if s in kept])
+
+    async def _checkpoint(self, stream_ids: list[str]) -> None:
+        """Let the handler record what it keeps in memory; a failure waits for the next beat."""
+        try:
+            await self._handler.checkpoint(stream_ids, self.settings.heartbeat_seconds)
+        except OperationalError as exc:
+            self.outage.failed(exc)
+        except Exception:
+            # Only early bookkeeping (each advance records it anyway): a bug here must not
+            # stop the heartbeat, or every lease would be lost.
+            log.warning("checkpoint of %d stream(s) failed", len(stream_ids), exc_info=True)
 
     def _lose(self, stream_id: str, why: str) -> None:
         if self.leases.lose(stream_id):

@@ -79,6 +79,12 @@ class RunnerHandler:
         through their snapshot)."""
         return self.runner.snapshot_every or PREFETCH
 
+    async def checkpoint(self, stream_ids: Sequence[str], older_than: float) -> None:
+        """Append the start of first steps that have run for more than ``older_than`` seconds
+        (see ``Runner.record_deferred``)."""
+        ids = [s.removeprefix(WORKFLOW_PREFIX) for s in stream_ids if s.startswith(WORKFLOW_PREFIX)]
+        await self.runner.record_deferred(ids, older_than)
+
     async def prepare(self, claims: Sequence[Claim]) -> None:
         """Replay the claimed workflow instances not cached yet from what the claim read
         (or, when it read nothing, from one query)."""

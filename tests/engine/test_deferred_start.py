@@ -16,7 +16,10 @@ import anyio
 import pytest
 from saga_helpers import event_types, events, make_runner
 from sagalog.engine import Registry, Runner, step, step_context, workflow
+from sagalog.engine.worker import Worker
 from sagalog.engine.worker_metrics import WorkerMetrics
+from sagalog.engine.worker_process import RunnerHandler
+from sagalog.engine.worker_settings import WorkerSettings
 from sagalog.replay import wait_signal
 from sagalog.replay.events import StepStarted
 from sagalog.storage import Journal, connect
@@ -210,3 +213,63 @@ async def test_an_advance_cut_short_during_a_deferred_attempt_leaves_no_stale_co
     assert runs == [1, 1]
     assert started_attempts(await events(journal, "p")) == [(0, 1)]
     assert (await runner.describe("p")).status == "completed"
+
+
+async def test_a_first_step_that_runs_long_shows_as_started_once_recorded(journal: Journal) -> None:
+    registry, clock = Registry(), ManualClock()
+    running, finish = anyio.Event(), anyio.Event()
+
+    @step(name="long", registry=registry)
+    async def long() -> str:
+        running.set()
+        await finish.wait()
+        return "done"
+
+    @workflow(name="long-saga", registry=registry)
+    def long_saga(ctx: Any) -> Any:
+        return (yield long())
+
+    runner = make_runner(journal, registry, clock)
+    await runner.start(long_saga, id="l")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(runner.run_until_idle)
+        await running.wait()
+        await runner.record_deferred(["l"], older_than=10)
+        assert await event_types(journal, "l") == ["WorkflowStarted"]  # set aside just now: kept
+        clock.advance(11)
+        await runner.record_deferred(["l", "not-running-here"], older_than=10)
+        assert await event_types(journal, "l") == ["WorkflowStarted", "StepScheduled", "StepStarted"]
+        finish.set()
+
+    assert started_attempts(await events(journal, "l")) == [(0, 1)]
+    assert (await runner.describe("l")).status == "completed"
+
+
+async def test_the_worker_records_a_long_first_steps_start_on_a_heartbeat() -> None:
+    journal = await connect("memory://")
+    registry = Registry()
+    finish = anyio.Event()
+
+    @step(name="long", registry=registry)
+    async def long() -> str:
+        await finish.wait()
+        return "done"
+
+    @workflow(name="long-saga", registry=registry)
+    def long_saga(ctx: Any) -> Any:
+        return (yield long())
+
+    runner = Runner(journal, registry, worker_id="w")
+    settings = WorkerSettings(worker_id="w", poll_seconds=0.05, lease_seconds=0.6)  # a beat every 0.2 s
+    worker = Worker(journal, RunnerHandler(runner), settings)
+    await runner.start(long_saga, id="h")
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            await tg.start(worker.run)
+            while "StepStarted" not in await event_types(journal, "h"):  # noqa: ASYNC110 (the worker's beat)
+                await anyio.sleep(0.02)
+            finish.set()
+            assert await runner.result("h") == "done"
+            worker.shutdown()
+    assert started_attempts(await events(journal, "h")) == [(0, 1)]
+    await journal.close()

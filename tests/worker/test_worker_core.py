@@ -59,6 +59,9 @@ class Stepper:
     async def prepare(self, claims: Sequence[Claim]) -> None:
         pass
 
+    async def checkpoint(self, stream_ids: Sequence[str], older_than: float) -> None:
+        pass  # it keeps nothing in memory
+
 
 async def make_ready(journal: Journal, count: int, prefix: str = "wf-") -> list[str]:
     ids = [f"{prefix}{i:03d}" for i in range(count)]
