@@ -461,7 +461,7 @@ class Runner:
             async with self._lock(instance_id):
                 if self.loader.cache.get(instance_id) is live and live.deferred:
                     with ignore_conflict():  # the outcome's commit appends it after a replay
-                        await self._commit(live, [], start=False)
+                        await self._commit(live, [], start=False, quiet=True)
 
     async def preload(self, instance_ids: Sequence[str]) -> None:
         """Replay into the cache, in one query, claimed instances not cached yet (see ``Loader.preload``)."""
