@@ -10,12 +10,13 @@ is recorded before its attempt runs.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import pytest
 from saga_helpers import event_types, events, make_runner
-from sagalog.engine import Registry, Runner, step, step_context, workflow
+from sagalog.engine import Registry, Runner, Workflow, step, step_context, workflow
 from sagalog.engine.worker import Worker
 from sagalog.engine.worker_metrics import WorkerMetrics
 from sagalog.engine.worker_process import RunnerHandler
@@ -28,6 +29,18 @@ from sagalog.clock import ManualClock
 from sagalog.testing import TappedJournal, Vanishing, World
 
 pytestmark = pytest.mark.anyio
+
+
+def one_step_saga(registry: Registry, body: Callable[[], Awaitable[str]]) -> Workflow:
+    """Register ``body`` as a step and a workflow ``<its name>-saga`` that runs it and returns its result."""
+    name = body.__name__
+    run = step(name=name, registry=registry)(body)
+
+    @workflow(name=f"{name}-saga", registry=registry)
+    def saga(ctx: Any) -> Any:
+        return (yield run())
+
+    return saga
 
 
 def started_attempts(history: list[object]) -> list[tuple[int, int]]:
@@ -114,15 +127,12 @@ async def test_a_cancel_during_the_first_step_ends_the_instance_and_drops_the_ou
     runs: list[int] = []
     client = make_runner(journal, registry, clock)
 
-    @step(name="slow", registry=registry)
     async def slow() -> str:
         runs.append(step_context().attempt)
         await client.cancel("c", "changed my mind")
         return "done"
 
-    @workflow(name="cancellable", registry=registry)
-    def cancellable(ctx: Any) -> Any:
-        return (yield slow())
+    cancellable = one_step_saga(registry, slow)
 
     await client.start(cancellable, id="c")
     worker = make_runner(journal, registry, clock)
@@ -143,7 +153,6 @@ async def test_after_a_takeover_each_start_is_recorded_before_its_attempt_runs(j
     """(attempt, the recorded event types) as each attempt begins."""
     dying = anyio.Event()
 
-    @step(name="fragile", registry=registry)
     async def fragile() -> str:
         runs.append((step_context().attempt, await event_types(journal, "t")))
         if len(runs) < 3:
@@ -151,9 +160,7 @@ async def test_after_a_takeover_each_start_is_recorded_before_its_attempt_runs(j
             await anyio.sleep_forever()  # its worker dies here
         return "done"
 
-    @workflow(name="fragile-saga", registry=registry)
-    def fragile_saga(ctx: Any) -> Any:
-        return (yield fragile())
+    fragile_saga = one_step_saga(registry, fragile)
 
     async def worker_dies_mid_step(worker_id: str) -> None:
         nonlocal dying
@@ -190,7 +197,6 @@ async def test_an_advance_cut_short_during_a_deferred_attempt_leaves_no_stale_co
     go_on = anyio.Event()
     stuck = anyio.Event()
 
-    @step(name="wait-a-bit", registry=registry)
     async def wait_a_bit() -> str:
         runs.append(step_context().attempt)
         if len(runs) == 1:
@@ -198,9 +204,7 @@ async def test_an_advance_cut_short_during_a_deferred_attempt_leaves_no_stale_co
             await go_on.wait()
         return "done"
 
-    @workflow(name="patient", registry=registry)
-    def patient(ctx: Any) -> Any:
-        return (yield wait_a_bit())
+    patient = one_step_saga(registry, wait_a_bit)
 
     runner = make_runner(journal, registry, clock)
     await runner.start(patient, id="p")
@@ -219,15 +223,12 @@ async def test_a_first_step_that_runs_long_shows_as_started_once_recorded(journa
     registry, clock = Registry(), ManualClock()
     running, finish = anyio.Event(), anyio.Event()
 
-    @step(name="long", registry=registry)
     async def long() -> str:
         running.set()
         await finish.wait()
         return "done"
 
-    @workflow(name="long-saga", registry=registry)
-    def long_saga(ctx: Any) -> Any:
-        return (yield long())
+    long_saga = one_step_saga(registry, long)
 
     runner = make_runner(journal, registry, clock)
     await runner.start(long_saga, id="l")
@@ -250,14 +251,11 @@ async def test_the_worker_records_a_long_first_steps_start_on_a_heartbeat() -> N
     registry = Registry()
     finish = anyio.Event()
 
-    @step(name="long", registry=registry)
     async def long() -> str:
         await finish.wait()
         return "done"
 
-    @workflow(name="long-saga", registry=registry)
-    def long_saga(ctx: Any) -> Any:
-        return (yield long())
+    long_saga = one_step_saga(registry, long)
 
     runner = Runner(journal, registry, worker_id="w")
     settings = WorkerSettings(worker_id="w", poll_seconds=0.05, lease_seconds=0.6)  # a beat every 0.2 s
