@@ -47,7 +47,7 @@ class Live(msgspec.Struct):
     claimed as ready. A commit that leaves it ready now need not write the row again."""
     deferred: list[WorkflowEvent] = []
     """Events fed to the executor but not appended yet: a claim's first commit when it
-    only schedules and starts steps, appended with the first outcome (``Runner._commit``).
+    only schedules and starts steps, appended with the first outcome (``Committer.commit``).
     ``state`` does not include them."""
     deferred_at: datetime | None = None
     """When ``deferred`` was set aside (a heartbeat appends it once its steps run long)."""

@@ -2,13 +2,14 @@
 
 :class:`Runner` owns no process or command-line concerns, so the worker
 (``sagalog worker``) and :func:`run` both build on it. Everything it writes
-goes through one path, :meth:`Runner._commit`: feed the new inputs (a step's
-outcome, a fired timer) to the instance's executor, take the decisions the
-workflow code made, add the attempts to start, and append all of it in one
-batch at the expected version, together with the work-index ``Schedule``
-folded from the result. A crash between two appends therefore loses at most
-one batch: a step whose completion was recorded never runs again, and one
-whose completion was not runs again with the next attempt number.
+goes through one path, its :class:`~sagalog.engine.committing.Committer`:
+feed the new inputs (a step's outcome, a fired timer) to the instance's
+executor, take the decisions the workflow code made, add the attempts to
+start, and append all of it in one batch at the expected version, together
+with the work-index ``Schedule`` folded from the result. A crash between
+two appends therefore loses at most one batch: a step whose completion was
+recorded never runs again, and one whose completion was not runs again with
+the next attempt number.
 
 Its :class:`~sagalog.engine.loader.Loader` keeps executors in an LRU cache
 (sticky execution); a miss, or any ``ConcurrencyError`` (someone else
@@ -31,11 +32,12 @@ import anyio
 import anyio.abc
 from sagalog.engine import logs
 from sagalog.engine.breaker import Breakers
+from sagalog.engine.committing import Committer
 from sagalog.engine.family import Family
 from sagalog.engine.inputs import COMMIT_TRIES, append_input, ignore_conflict, operator_decision
 from sagalog.engine.instance_lock import InstanceLock
-from sagalog.engine.instances import create_decided, start_instance
-from sagalog.engine.live import Handoff, Idle, Live, LiveCache, fold_pairs, valid_inputs
+from sagalog.engine.instances import start_instance
+from sagalog.engine.live import Handoff, Idle, Live, LiveCache
 from sagalog.engine.loader import Loader
 from sagalog.engine.observer import Observer
 from sagalog.engine.results import await_result, describe
@@ -47,28 +49,17 @@ from sagalog.engine.tracing import TRACEPARENT, Tracing, trace_id_of
 from sagalog.engine.workflow import DEFAULT_REGISTRY, Registry, Workflow
 from sagalog.replay.events import (
     CancelRequested,
-    ChildCancelRequested,
     SignalReceived,
-    SignalTimedOut,
-    StepCancelled,
-    StepScheduled,
-    StepStarted,
-    TimerFired,
     WorkflowEvent,
     WorkflowStarted,
     WorkflowUnparked,
-    encode_event,
     stream_id,
 )
-from sagalog.replay.executor import StepTask
-from sagalog.replay.saga import ENDING_TYPES, TERMINAL, SagaFold, SagaState, ready_at
-from sagalog.storage import Event, Journal, Schedule, check_stream_id, encode_value
+from sagalog.replay.saga import SagaFold, SagaState
+from sagalog.storage import Event, Journal, check_stream_id, encode_value
 
 from sagalog.clock import SYSTEM_CLOCK, Clock
-from sagalog.errors import ConcurrencyError, DecodingError, NonDeterminismError, WorkflowError
-
-DEFERRABLE = (StepScheduled, StepStarted)
-"""What a deferred commit may hold (see ``Runner._commit``): nothing the world must see yet."""
+from sagalog.errors import ConcurrencyError, DecodingError, WorkflowError
 
 
 class Runner:
@@ -137,6 +128,8 @@ class Runner:
             journal, self.registry, clock, self._meta, self.loader, self.describe, self._tick, self.cancel
         )
         """Parents and children: orphans, outcomes owed to parents, child ids in use."""
+        self.committer = Committer(journal, clock, self.loader, self.stepper, self.family)
+        """Appends what inputs lead to, one batch a commit, and does what that asks of the world."""
 
     # The loader and the stepper keep these; they read here as before, and the
     # settable ones can be set here too. This runner's own code reads them off
@@ -376,7 +369,7 @@ class Runner:
         self.loader.forget(instance_id)
         async with self._lock(instance_id):
             live = await self.loader.reload(instance_id)
-            await self._commit(live, [WorkflowUnparked(actor)], start=False, metadata=metadata)
+            await self.committer.commit(live, [WorkflowUnparked(actor)], start=False, metadata=metadata)
             return live.state
 
     # -- advancing ------------------------------------------------------------------
@@ -450,9 +443,9 @@ class Runner:
             return first  # parked as undecodable: only the state seen on parking is readable
 
     async def record_deferred(self, instance_ids: Sequence[str], older_than: float) -> None:
-        """Append the deferred first commits (see :meth:`_commit`) of these instances that were
-        set aside more than ``older_than`` seconds ago: their steps run long, and the journal
-        should show them started. The worker calls this on each heartbeat."""
+        """Append the deferred first commits (see ``Committer.commit``) of these instances that
+        were set aside more than ``older_than`` seconds ago: their steps run long, and the
+        journal should show them started. The worker calls this on each heartbeat."""
         cutoff = self.clock.now() - timedelta(seconds=older_than)
         for instance_id in instance_ids:
             live = self.loader.cache.get(instance_id)
@@ -461,7 +454,7 @@ class Runner:
             async with self._lock(instance_id):
                 if self.loader.cache.get(instance_id) is live and live.deferred:
                     with ignore_conflict():  # the outcome's commit appends it after a replay
-                        await self._commit(live, [], start=False, quiet=True)
+                        await self.committer.commit(live, [], start=False, quiet=True)
 
     async def preload(self, instance_ids: Sequence[str]) -> None:
         """Replay into the cache, in one query, claimed instances not cached yet (see ``Loader.preload``)."""
@@ -540,7 +533,7 @@ class Runner:
         ``own`` is for the outcome of a step this runner ran, ``claimed`` for
         the first advance after a claim: then a cached executor (``claimed``:
         one that :meth:`preload` just read) is trusted without reading the
-        stream's tail first (see ``Loader.load``). ``defer``: see :meth:`_commit`.
+        stream's tail first (see ``Loader.load``). ``defer``: see ``Committer.commit``.
         """
         trust, fresh = own, claimed
         for _ in range(COMMIT_TRIES):
@@ -554,169 +547,20 @@ class Runner:
                         if loaded is not None:
                             loaded(live)
                         orphan = await self.family.orphaned(live)
-                        decided = await self._commit_all(live, [*inputs, *orphan], tg, handoff, defer)
+                        decided = await self.committer.commit_all(
+                            live, [*inputs, *orphan], tg, handoff, defer
+                        )
                         state = live.state
             except ConcurrencyError:
                 self.loader.forget(instance_id)  # someone else appended: replay
                 trust = fresh = False
                 continue
-            await self._after_commit(instance_id, state, decided)
+            await self.committer.after_commit(instance_id, state, decided)
             return state
         raise ConcurrencyError(stream_id(instance_id), -1, -1)
-
-    async def _commit_all(
-        self,
-        live: Live,
-        inputs: Sequence[WorkflowEvent],
-        tg: anyio.abc.TaskGroup | None,
-        handoff: list[Handoff] | None = None,
-        defer: bool = False,
-    ) -> list[WorkflowEvent]:
-        ex = live.executor
-        pending = valid_inputs(ex, inputs)
-        decided: list[WorkflowEvent] = []
-        while True:
-            now = self.clock.now()
-            fired = ex.due_timers(now)
-            lags = [(now - ex.timers[seq]).total_seconds() for seq in fired]
-            pending += [TimerFired(seq) for seq in fired]
-            pending += [SignalTimedOut(seq) for seq in ex.due_timeouts(now)]
-            # Quiet: this runner holds the instance and goes on with it; no other worker is woken.
-            started, decisions = await self._commit(
-                live, pending, start=tg is not None, quiet=True, defer=defer
-            )
-            for lag in lags:  # counted once recorded (a conflict replays and fires them again)
-                self.loader.observer.timer_fired(live.workflow.name, lag)
-            decided += decisions
-            pending = []
-            if tg is not None:
-                for task in started:
-                    self.stepper.launch(live, task, tg, handoff)
-            if not (ex.due_timers(now) or ex.due_timeouts(now)) or ex.ended:
-                return decided
 
     async def _park_running(self, instance_id: str, reason: str) -> None:
         """Park an instance whose step cannot run here (its code is not registered)."""
         async with self._lock(instance_id):
             with ignore_conflict():  # someone else moved it on; the next advance decides again
                 await self.loader.park(instance_id, "unknown_workflow", reason)
-
-    # -- committing -----------------------------------------------------------------
-
-    async def _commit(
-        self,
-        live: Live,
-        inputs: Sequence[WorkflowEvent],
-        *,
-        start: bool,
-        metadata: Mapping[str, str] | None = None,
-        quiet: bool = False,
-        defer: bool = False,
-    ) -> tuple[list[StepTask], list[WorkflowEvent]]:
-        """Append ``inputs``, the decisions they lead to and the attempts to start, as one batch
-        (``quiet``: see ``Journal.append``).
-
-        ``defer``: when that batch only schedules and starts steps (a claim's
-        first commit), keep it in ``live.deferred`` instead: the next commit,
-        normally the first step's outcome, appends it first. A crash meanwhile
-        leaves no trace of the attempt, hence not after a takeover
-        (``Runner.advance``). An attempt whose deferred start a replay lost
-        comes back as a ``StepStarted`` input (see ``live.valid_inputs``).
-        """
-        ex = live.executor
-        now = self.clock.now()
-        ex.now = now
-        stored = ex.version - len(live.deferred)  # the stream's version in the journal
-        # An attempt's start recorded with its outcome follows the decision that scheduled it.
-        early = ex.decide(now) if any(isinstance(e, StepStarted) for e in inputs) else []
-        try:
-            ex.feed([(ex.version + i, event) for i, event in enumerate(inputs, 1)])
-        except (DecodingError, NonDeterminismError):
-            self.loader.forget(ex.instance_id)
-            raise
-        decisions = [*early, *ex.decide(now)]
-        starts: list[WorkflowEvent] = []
-        crashed_here = 0
-        if start:
-            running_here = self.stepper.inflight.get(ex.instance_id, {})
-            for task in ex.open_steps():
-                here = task.seq in running_here
-                crashed = task.running and not here
-                due = not task.running and not here and (task.retry_at is None or task.retry_at <= now)
-                if crashed or due:
-                    starts.append(StepStarted(task.seq, task.attempt + 1))
-                crashed_here += crashed
-            ex.feed([(ex.version + i, event) for i, event in enumerate(starts, 1)])
-        if not (inputs or decisions or starts or live.deferred):
-            return [], []
-        tasks = [ex.steps[e.seq] for e in starts if isinstance(e, StepStarted)]
-        if (
-            defer
-            and starts
-            and not inputs
-            and not crashed_here
-            and all(isinstance(event, DEFERRABLE) for event in decisions)
-        ):
-            live.deferred += [*decisions, *starts]
-            live.deferred_at = now
-            return tasks, decisions
-        refused = await create_decided(self.journal, live.state, decisions, live.meta, now)
-        events = [*live.deferred, *early, *inputs, *decisions[len(early) :], *starts]
-        if refused:  # a child id in use: its ChildFailed, and what the code does about it
-            extra = await self.family.after_refusals(live, refused, now)
-            events += extra
-            decisions += extra
-        pairs = [(stored + i, event) for i, event in enumerate(events, 1)]
-        state = fold_pairs(live.state, pairs)
-        input_meta = {**live.meta, **metadata} if metadata else live.meta
-        first_input = len(live.deferred) + len(early)
-        input_at = range(first_input, first_input + len(inputs))
-        next_ready = ready_at(state, now, ex.open_seqs())
-        ready_now = next_ready is not None and next_ready <= now
-        # While steps run or are due the row says "ready now" and a new "now" changes
-        # nothing for a claim: not rewriting it spares the database an index update.
-        schedule = None if ready_now and live.ready_now else Schedule(next_ready)
-        try:
-            await self.journal.append(
-                stream_id(ex.instance_id),
-                stored,
-                [
-                    encode_event(event, input_meta if i in input_at else live.meta)
-                    for i, event in enumerate(events)
-                ],
-                schedule=schedule,
-                quiet=quiet,
-                final=any(type(event).__name__ in ENDING_TYPES for event in events),
-            )
-        except BaseException:
-            self.loader.forget(ex.instance_id)  # its executor is ahead of the journal now
-            raise
-        self._observe_commit(live, state, [*live.deferred, *decisions])
-        live.state = state
-        live.ready_now = ready_now
-        live.deferred, live.deferred_at = [], None
-        await self.loader.save_snapshot(ex.instance_id, stored, state)
-        return tasks, decisions
-
-    def _observe_commit(self, live: Live, after: SagaState, decisions: Sequence[WorkflowEvent]) -> None:
-        """Count a first run and a reached end (the commit that recorded them succeeded)."""
-        name = live.workflow.name
-        if decisions and not live.decided:
-            live.decided = True
-            self.loader.observer.workflow_started(name)
-        status = after.status
-        if status != live.state.status and (status in TERMINAL or status == "compensation_failed"):
-            self.loader.observer.workflow_ended(name, status)
-
-    async def _after_commit(self, instance_id: str, state: SagaState, decided: list[WorkflowEvent]) -> None:
-        """What a commit asks of the world: cancel steps and children, tell a parent."""
-        running = self.stepper.inflight.get(instance_id, {})
-        for event in decided:
-            match event:
-                case StepCancelled(seq=seq) if seq in running:
-                    running[seq].cancel()
-                case ChildCancelRequested(child_id=child_id):
-                    await self.family.cancel_child(instance_id, child_id)
-                case _:
-                    pass
-        await self.family.after_end(state)

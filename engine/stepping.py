@@ -162,7 +162,7 @@ class Stepper:
             # Still marked as running here until its outcome is committed, so a
             # concurrent commit does not take it for a crashed attempt.
             # With its start: recorded with the outcome when that start was deferred
-            # and a replay lost it (see ``Runner._commit``); dropped when recorded.
+            # and a replay lost it (see ``Committer.commit``); dropped when recorded.
             started = StepStarted(task.seq, task.attempt)
             await self._tick(instance_id, [started, event], tg, own=True, handoff=handoff)
         except BaseException:

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.anyio
 async def test_ready_at_over_the_executors_unfinished_steps_is_the_full_scans_at_every_event(
     plan: list[Op], signals: Any, data: st.DataObject
 ) -> None:
-    """``Runner._commit`` asks ``ready_at`` about the steps the executor has not seen
+    """``Committer.commit`` asks ``ready_at`` about the steps the executor has not seen
     finish only (so long histories cost nothing); over every prefix of generated
     histories, faults included, that must give what looking at every step gives
     wherever a commit may end (the executor holds no decision the history lacks)."""
