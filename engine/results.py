@@ -4,20 +4,25 @@ A waiter folds the instance's history once, then watches the journal
 (:meth:`~sagalog.storage.Journal.watch`) and reads the instance again only
 when a commit may have ended it: on PostgreSQL the notifications say which
 stream got which event types, so a waiter costs one read at the start and
-one at the end, whatever else is appended meanwhile.
+one at the end, whatever else is appended meanwhile. When the notice of the
+end carries the ending event itself (``Touch.last``: a small completion,
+failure or cancellation), not even the read at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
 from typing import Any
 
-from sagalog.replay.events import stream_id
+from sagalog.replay.events import WorkflowEvent, decode_event, stream_id
 from sagalog.replay.executor import default_decode
 from sagalog.replay.folding import fold_events, load_state
-from sagalog.replay.saga import ENDING_TYPES, SagaFold, SagaState
+from sagalog.replay.saga import ENDING_TYPES, SagaFold, SagaState, apply_event
 from sagalog.storage import Journal, Touch
 
 from sagalog.errors import (
+    DecodingError,
     NotFoundError,
     WorkflowCancelledError,
     WorkflowFailedError,
@@ -26,6 +31,9 @@ from sagalog.errors import (
 
 LOOK_EVERY = 1.0
 """Seconds between reads of an awaited instance at most, whatever the watch says (it is a hint)."""
+
+TOLD_ENDINGS = frozenset({"WorkflowCompleted", "WorkflowFailed", "WorkflowCompensated", "WorkflowCancelled"})
+"""Ending events whose own fields are the whole outcome: one a notice told needs no read."""
 
 
 async def describe(journal: Journal, fold: SagaFold, instance_id: str) -> SagaState:
@@ -63,6 +71,10 @@ async def await_result(journal: Journal, fold: SagaFold, instance_id: str, snaps
         stream = stream_id(current)
         touches = await watch.next(LOOK_EVERY)
         if not touches or any(may_end(t, stream) for t in touches):
+            ending = told_ending(touches, stream)
+            if ending is not None:  # the outcome is in the notice: the rest of the state is not needed
+                state = apply_event(state, ending, state.version + 1)
+                continue
             tail = await journal.read_stream(stream, state.version + 1)
             state = fold_events(fold, state, tail)
 
@@ -83,6 +95,16 @@ async def current_state(
     if len(first) < limit:
         return fold_events(fold, fold.initial(stream), first)
     return await describe(journal, fold, instance_id)
+
+
+def told_ending(touches: Sequence[Touch], stream: str) -> WorkflowEvent | None:
+    """The event that ended ``stream``, when a notice among ``touches`` told it whole."""
+    for touch in touches:
+        last = touch.last
+        if touch.stream_id == stream and last is not None and last.type in TOLD_ENDINGS:
+            with contextlib.suppress(DecodingError):  # then read it as any other end
+                return decode_event(last)
+    return None
 
 
 def may_end(touch: Touch, stream: str) -> bool:

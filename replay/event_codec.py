@@ -56,14 +56,17 @@ class EventCodec(Generic[E]):
         meta = {**metadata, "schema": self._schema_text} if metadata else {"schema": self._schema_text}
         return NewEvent(type(event).__name__, self._encoder.encode(event), meta)
 
-    def decode(self, stored: Event) -> E:
-        """The event a stored record holds.
+    def decode(self, stored: Event | NewEvent) -> E:
+        """The event a stored record holds (or a record a notice told: ``Touch.last``).
 
         Raises:
             DecodingError: not an event of this family, a corrupt payload, or a
                 schema newer than this code knows.
         """
-        where = f"event {stored.version} ({stored.type}) of {stored.stream_id!r}"
+        if isinstance(stored, Event):
+            where = f"event {stored.version} ({stored.type}) of {stored.stream_id!r}"
+        else:
+            where = f"a {stored.type} event a notice told"
         if stored.type not in self._type_names:
             raise DecodingError(f"{where} is not a {self._kind} event")
         try:

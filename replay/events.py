@@ -454,8 +454,8 @@ def encode_event(event: WorkflowEvent, metadata: dict[str, str] | None = None) -
     return _codec.encode(event, metadata)
 
 
-def decode_event(stored: Event) -> WorkflowEvent:
-    """The workflow event a stored record holds.
+def decode_event(stored: Event | NewEvent) -> WorkflowEvent:
+    """The workflow event a stored record holds (or a notice told: ``Touch.last``).
 
     Raises:
         DecodingError: not a workflow event, a corrupt payload, or a schema

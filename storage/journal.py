@@ -28,7 +28,7 @@ from sagalog.storage.records import (
     WorkItem,
 )
 from sagalog.storage.retry import Backoff, retry_transient
-from sagalog.storage.watch import ReadWatch, Watch, head_position
+from sagalog.storage.watch import DecodedWatch, ReadWatch, Watch, head_position
 
 from sagalog.clock import SYSTEM_CLOCK, Clock
 from sagalog.errors import (
@@ -525,5 +525,5 @@ class Journal:
         native = getattr(self._shared.recorder, "watch", None)
         if native is not None:
             watch: Watch = await native(self.namespace, work=work, final=final)
-            return watch
+            return watch if self._shared.identity else DecodedWatch(watch, self._shared.codec.decode)
         return ReadWatch(self, await head_position(self))

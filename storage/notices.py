@@ -8,9 +8,13 @@ when a commit concerns them: a worker skips its own commits, a client
 awaiting a result reads its instance only when an event that may end it was
 appended.
 
-A notice is a hint, never the data: a payload that says nothing (empty, from
-a client of an earlier version, or too big to list its streams) decodes to
-touches with unknown fields, and whoever receives one looks for itself.
+A notice is a hint: a payload that says nothing (empty, from a client of an
+earlier version, or too big to list its streams) decodes to touches with
+unknown fields, and whoever receives one looks for itself. It carries data
+in one case only: the last event of a ``final`` append, when its payload is
+small (``Touch.last``). NOTIFY is sent only if the transaction commits, so
+that is the stored event itself, and a client awaiting an instance's end
+takes its outcome from there instead of reading it.
 :class:`NoticeLog` keeps the last notices received for cursors to page
 through, in bounded memory: a cursor that fell behind gets :data:`UNKNOWN`.
 """
@@ -36,6 +40,10 @@ class Touch(msgspec.Struct, frozen=True, array_like=True):
     worker: str | None
     """The ``worker`` metadata of those events ("" when they have none; None:
     unknown, or different among them)."""
+    last: NewEvent | None = None
+    """The last of those events, when the append was ``final`` and its payload
+    is :data:`LAST_PAYLOAD` bytes at most (None: not told). Its payload is as
+    stored (through the journal's codec): ``Journal.watch`` passes it back."""
 
     def may_be(self, namespace: str, stream_id: str | None = None) -> bool:
         """True when this touch may concern ``namespace`` (and ``stream_id``, if given)."""
@@ -49,6 +57,9 @@ UNKNOWN = Touch(None, None, None, None)
 
 MAX_PAYLOAD = 7900
 """Bytes of payload at most (PostgreSQL refuses NOTIFY payloads of 8,000 bytes or more)."""
+
+LAST_PAYLOAD = 1024
+"""Bytes of an event's payload at most for a notice to carry it (``Touch.last``)."""
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(list[Touch]).decode
@@ -69,22 +80,46 @@ def encode_broad_notice(pairs: Iterable[tuple[str, str | None]]) -> str:
     return payload.decode() if len(payload) <= MAX_PAYLOAD else ""
 
 
-def encode_notice(appends: Iterable[tuple[str, str, Sequence[NewEvent]]]) -> str:
-    """The NOTIFY payload of a commit of ``appends``: (namespace, stream, events) each.
+def encode_notice(
+    appends: Iterable[tuple[str, str, Sequence[NewEvent]]], final: Sequence[bool] = ()
+) -> str:
+    """The NOTIFY payload of a commit of ``appends``: (namespace, stream, events) each;
+    ``final[i]``: append ``i`` was final, so its last event may be told (``Touch.last``).
 
-    When the list would not fit a notification, each namespace is told once
-    per worker, without streams or types (:func:`encode_broad_notice`); when
-    even that does not fit, the payload says nothing.
+    When the list would not fit a notification, the last events are left out;
+    when it still would not, each namespace is told once per worker, without
+    streams or types (:func:`encode_broad_notice`); when even that does not
+    fit, the payload says nothing.
     """
     appends = list(appends)
-    touches = list(dict.fromkeys(
-        Touch(namespace, stream_id, tuple(e.type for e in events), worker_of(events))
-        for namespace, stream_id, events in appends
-    ))
-    payload = _encode(touches)
+    told = [
+        Touch(namespace, stream_id, tuple(e.type for e in events), worker_of(events),
+              last_of(events) if i < len(final) and final[i] else None)
+        for i, (namespace, stream_id, events) in enumerate(appends)
+    ]  # fmt: skip
+    payload = _encode(_distinct(told))
+    if len(payload) > MAX_PAYLOAD and any(t.last is not None for t in told):
+        payload = _encode(_distinct([msgspec.structs.replace(t, last=None) for t in told]))
     if len(payload) <= MAX_PAYLOAD:
         return payload.decode()
     return encode_broad_notice((namespace, worker_of(events)) for namespace, _, events in appends)
+
+
+def _distinct(touches: list[Touch]) -> list[Touch]:
+    """``touches`` without repeats, in order (a ``Touch`` with a last event is not hashable)."""
+    seen: dict[tuple[object, ...], Touch] = {}
+    for t in touches:
+        last = None if t.last is None else (t.last.type, t.last.payload)
+        seen.setdefault((t.namespace, t.stream_id, t.types, t.worker, last), t)
+    return list(seen.values())
+
+
+def last_of(events: Sequence[NewEvent] | Sequence[Event]) -> NewEvent | None:
+    """``Touch.last`` of an append of ``events``: its last event, if its payload is small."""
+    last = events[-1]
+    if len(last.payload) > LAST_PAYLOAD:
+        return None
+    return last if isinstance(last, NewEvent) else NewEvent(last.type, last.payload, last.metadata)
 
 
 def decode_notice(payload: str) -> list[Touch]:
@@ -101,7 +136,8 @@ def decode_notice(payload: str) -> list[Touch]:
 def touches_of(events: Iterable[Event]) -> list[Touch]:
     """What reading ``events`` tells, as touches (one per event)."""
     return [
-        Touch(e.namespace, e.stream_id, (e.type,), e.metadata.get("worker", "")) for e in events
+        Touch(e.namespace, e.stream_id, (e.type,), e.metadata.get("worker", ""), last_of([e]))
+        for e in events
     ]
 
 

@@ -422,7 +422,8 @@ def notice(requests: Sequence[AppendRequest]) -> str:
     is told by namespace and worker without building the long list first.
     """
     if len(requests) <= LISTED:
-        return encode_notice([(r.namespace, r.stream_id, r.events) for r in requests])
+        appends = [(r.namespace, r.stream_id, r.events) for r in requests]
+        return encode_notice(appends, [r.final for r in requests])
     # One event per request (the usual batch): its worker, read inline.
     return encode_broad_notice({
         (r.namespace, r.events[0].metadata.get("worker", "") if len(r.events) == 1 else worker_of(r.events))
@@ -464,7 +465,7 @@ def append_one_statement(
         expected,
         channels.told([request]),
         heads.get((request.namespace, request.stream_id), 0) if expected == ANY_VERSION else expected,
-        encode_notice([(request.namespace, request.stream_id, events)]),
+        encode_notice([(request.namespace, request.stream_id, events)], [request.final]),
     )
     params: tuple[Any, ...]
     if len(events) == 1:

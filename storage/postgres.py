@@ -290,7 +290,9 @@ class PostgresRecorder(WorkIndexQueries):
             # payload: tell the others now, in a transaction of their own.
             told = self._channels.told([request])[1:]
             if told:
-                payload = encode_notice([(request.namespace, request.stream_id, request.events)])
+                payload = encode_notice(
+                    [(request.namespace, request.stream_id, request.events)], [request.final]
+                )
                 await locked.execute(TELL, (payload, told))
         return outcome
 

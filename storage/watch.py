@@ -8,9 +8,14 @@ same :class:`~sagalog.storage.notices.Touch` records.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+import msgspec
 from sagalog.storage.notices import Touch, touches_of
+from sagalog.storage.records import NewEvent
+
+from sagalog.errors import DecodingError
 
 if TYPE_CHECKING:
     from sagalog.storage.journal import Journal
@@ -49,6 +54,28 @@ async def head_position(journal: Journal) -> int:
         if not nearer:
             return last
         last, step = nearer[0].position, max(1, step // 2)
+
+
+class DecodedWatch:
+    """A watch whose told last events (``Touch.last``) get their payloads back through
+    the journal's codec, as reads do; one that does not decode is not told."""
+
+    def __init__(self, watch: Watch, decode: Callable[[bytes], bytes]) -> None:
+        self._watch = watch
+        self._decode = decode
+
+    async def next(self, timeout: float) -> list[Touch]:
+        """See :meth:`Watch.next`."""
+        return [self._decoded(t) if t.last is not None else t for t in await self._watch.next(timeout)]
+
+    def _decoded(self, touch: Touch) -> Touch:
+        last = touch.last
+        assert last is not None
+        try:
+            payload = self._decode(last.payload)
+        except (DecodingError, ValueError):
+            return msgspec.structs.replace(touch, last=None)
+        return msgspec.structs.replace(touch, last=NewEvent(last.type, payload, last.metadata))
 
 
 class ReadWatch:

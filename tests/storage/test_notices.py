@@ -9,7 +9,7 @@ import anyio
 import psycopg
 import pytest
 from sagalog.storage import ANY_VERSION, NO_STREAM, UNKNOWN, AppendRequest, Journal, NewEvent, Touch, connect
-from sagalog.storage.notices import MAX_PAYLOAD, NoticeLog, decode_notice, encode_notice
+from sagalog.storage.notices import LAST_PAYLOAD, MAX_PAYLOAD, NoticeLog, decode_notice, encode_notice
 from sagalog.storage.pg_append import APPEND, LISTED, Channels, append_arguments, register_dumpers
 from sagalog.storage.watch import head_position
 
@@ -293,3 +293,27 @@ async def test_a_client_of_the_previous_version_still_appends_and_is_heard(
     assert [e.type for e in await journal.read_stream("wf-old")] == ["A"]
     with anyio.fail_after(10):
         assert await watch.next(5) == [UNKNOWN]
+
+
+# -- the last event of a final append --------------------------------------------
+
+
+def test_a_final_appends_notice_carries_its_last_event_when_small() -> None:
+    done = NewEvent("WorkflowCompleted", b"r" * LAST_PAYLOAD, {"worker": "w1", "schema": "1"})
+    payload = encode_notice(
+        [("ns", "wf-a", [ev("StepCompleted"), done]), ("ns", "wf-b", [ev("StepStarted")])], [True, False]
+    )
+    assert decode_notice(payload) == [
+        Touch("ns", "wf-a", ("StepCompleted", "WorkflowCompleted"), "w1", done),
+        Touch("ns", "wf-b", ("StepStarted",), "w1"),  # not final: nobody awaits it
+    ]
+    big = NewEvent("WorkflowCompleted", b"r" * (LAST_PAYLOAD + 1), {"worker": "w1"})
+    [touch] = decode_notice(encode_notice([("ns", "wf-a", [big])], [True]))
+    assert touch.last is None and touch.types == ("WorkflowCompleted",)  # too big: read it
+
+
+def test_a_notice_too_big_with_last_events_lists_its_streams_without_them() -> None:
+    done = NewEvent("WorkflowCompleted", b"r" * 900, {"worker": "w1"})
+    appends = [("ns", f"wf-{i}", [done]) for i in range(10)]  # 10 x 900 bytes do not fit
+    touches = decode_notice(encode_notice(appends, [True] * 10))
+    assert touches == [Touch("ns", f"wf-{i}", ("WorkflowCompleted",), "w1") for i in range(10)]
