@@ -6,7 +6,8 @@ works in a namespace of its own. It prints:
 
 * the raw INSERT+COMMIT rate of the same database (one connection, one row per
   commit): the physical limit a sequential saga runs into;
-* latency of a 3-step no-op saga run one at a time, ``start`` -> ``result``
+* latency of a 3-step no-op saga run one at a time, ``start`` -> ``result``,
+  as ``start()`` then ``result()`` and as one ``Client.execute()``
   (p50/p99), i.e. the one-at-a-time rate;
 * throughput of the same saga with many in flight (``BENCH_SAGAS`` started
   while 1 and then 2 worker processes drain them; workflows/s, steps/s);
@@ -114,8 +115,11 @@ async def stop(procs: list[WorkerProcess]) -> None:
             PROBLEMS.append(f"{proc.name} exited with {status}")
 
 
-async def latency(url: str, root: Journal, client_of: Any) -> tuple[float, float, float, float]:
-    """(p50 ms, p99 ms, workflows/s, worker CPU ms a saga) of start -> result, one saga at a time."""
+async def latency(
+    url: str, root: Journal, client_of: Any, execute: bool = False
+) -> tuple[float, float, float, float]:
+    """(p50 ms, p99 ms, workflows/s, worker CPU ms a saga) of start -> result, one saga at a time
+    (``execute``: in one ``Client.execute`` call)."""
     journal = await namespace(root)
     procs = await workers(url, journal.namespace, 1, concurrency=50, lease=30.0)
     client = client_of(journal)
@@ -124,8 +128,11 @@ async def latency(url: str, root: Journal, client_of: Any) -> tuple[float, float
     try:
         for i in range(SOLO):
             began = time.perf_counter()
-            instance = await client.start("noop_saga", i)
-            await client.result(instance, 30)
+            if execute:
+                await client.execute("noop_saga", i, timeout=30)
+            else:
+                instance = await client.start("noop_saga", i)
+                await client.result(instance, 30)
             times.append(time.perf_counter() - began)
     finally:
         cpu = cpu_seconds(procs[0].process.pid) - cpu_before
@@ -290,9 +297,11 @@ async def main() -> None:
     print(f"worker benchmark on {root.description} (logs in {LOGS})")
     print(f"raw INSERT+COMMIT, one connection: {raw_commit_rate(url):,.0f} commits/s")
     print(f"machine: load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    p50, p99, rate, cpu = await latency(url, root, client_of)
-    print(f"one at a time, start->result of a 3-step no-op saga: p50 {p50:.2f} ms, p99 {p99:.2f} ms "
-          f"({rate:,.0f} workflows/s, {cpu:.2f} ms worker CPU a saga)")
+    for execute in (False, True):
+        p50, p99, rate, cpu = await latency(url, root, client_of, execute)
+        how = "Client.execute" if execute else "start() then result()"
+        print(f"one at a time, {how} of a 3-step no-op saga: p50 {p50:.2f} ms, p99 {p99:.2f} ms "
+              f"({rate:,.0f} workflows/s, {cpu:.2f} ms worker CPU a saga)")
     for processes in (1, 2):
         starts, wps, cpu = await throughput(url, root, client_of, processes)
         print(f"{SAGAS} sagas started at {starts:,.0f}/s with {processes} worker process(es): "

@@ -19,7 +19,7 @@ from sagalog.replay.events import WorkflowEvent, decode_event, stream_id
 from sagalog.replay.executor import default_decode
 from sagalog.replay.folding import fold_events, load_state
 from sagalog.replay.saga import ENDING_TYPES, SagaFold, SagaState, apply_event
-from sagalog.storage import Journal, Touch
+from sagalog.storage import Journal, Touch, Watch
 
 from sagalog.errors import (
     DecodingError,
@@ -48,12 +48,25 @@ async def describe(journal: Journal, fold: SagaFold, instance_id: str) -> SagaSt
     return state
 
 
-async def await_result(journal: Journal, fold: SagaFold, instance_id: str, snapshot_every: int) -> Any:
-    """Wait until the instance ends; its result, or the error it ended with (see ``Runner.result``)."""
+async def await_result(
+    journal: Journal,
+    fold: SagaFold,
+    instance_id: str,
+    snapshot_every: int,
+    known: tuple[Watch, SagaState] | None = None,
+) -> Any:
+    """Wait until the instance ends; its result, or the error it ended with (see ``Runner.result``).
+
+    ``known``: a watch made before the instance's state was last seen, and that
+    state (``Runner.execute``: the state its own start left), instead of a read.
+    """
     current = instance_id
-    # Made before the first read: nothing appended after that read is missed.
-    watch = await journal.watch(final=True)
-    state = await current_state(journal, fold, current, snapshot_every)
+    if known is not None:
+        watch, state = known
+    else:
+        # Made before the first read: nothing appended after that read is missed.
+        watch = await journal.watch(final=True)
+        state = await current_state(journal, fold, current, snapshot_every)
     while True:
         if state.continued_as is not None:
             current = state.continued_as

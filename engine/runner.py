@@ -55,8 +55,8 @@ from sagalog.replay.events import (
     WorkflowUnparked,
     stream_id,
 )
-from sagalog.replay.saga import SagaFold, SagaState
-from sagalog.storage import Event, Journal, check_stream_id, encode_value
+from sagalog.replay.saga import SagaFold, SagaState, apply_event
+from sagalog.storage import Event, Journal, Watch, check_stream_id, encode_value
 
 from sagalog.clock import SYSTEM_CLOCK, Clock
 from sagalog.errors import ConcurrencyError, DecodingError, WorkflowError
@@ -222,6 +222,38 @@ class Runner:
             SessionNotFoundError, SessionClosedError, SessionExpiredError: ``session_id``
                 names no open session.
         """
+        instance_id, _ = await self._start(workflow, args, id, session_id)
+        return instance_id
+
+    async def execute(
+        self,
+        workflow: Workflow | str,
+        *args: Any,
+        id: str | None = None,
+        session_id: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """:meth:`start` the instance, then wait for its :meth:`result`, in one call.
+
+        The wait begins before the start, from the state the start itself
+        leaves, so it costs one read fewer than ``start`` and ``result``
+        (none at all when the end's notice carries the outcome). An ``id``
+        that exists is awaited like any other.
+
+        Raises:
+            what :meth:`start` and :meth:`result` raise.
+        """
+        watch = await self.journal.watch(final=True)  # before the start: nothing after it is missed
+        instance_id, started = await self._start(workflow, args, id, session_id)
+        known = None
+        if started is not None:
+            known = (watch, apply_event(self._fold.initial(stream_id(instance_id)), started, 1))
+        return await self._await(instance_id, timeout, known)
+
+    async def _start(
+        self, workflow: Workflow | str, args: tuple[Any, ...], id: str | None, session_id: str | None
+    ) -> tuple[str, WorkflowStarted | None]:
+        """:meth:`start`; also the ``WorkflowStarted`` it appended (None: the id existed)."""
         wf = self.registry.resolve(workflow)
         data = wf.encode_args(args)
         instance_id = id if id is not None else uuid.uuid4().hex
@@ -236,8 +268,8 @@ class Runner:
         trace = self.stepper.tracing.start_trace(f"start {wf.name}", {"sagalog.instance_id": instance_id})
         meta = {**self._meta, TRACEPARENT: trace} if trace else self._meta
         started = WorkflowStarted(wf.name, data, session_id=session_id)
-        await start_instance(self.journal, instance_id, started, meta, self.clock.now())
-        return instance_id
+        existing = await start_instance(self.journal, instance_id, started, meta, self.clock.now())
+        return instance_id, started if existing is None else None
 
     # -- reading ----------------------------------------------------------------
 
@@ -261,9 +293,14 @@ class Runner:
             TimeoutError: ``timeout`` passed first.
             NotFoundError: there is no such instance.
         """
+        return await self._await(instance_id, timeout)
+
+    async def _await(
+        self, instance_id: str, timeout: float | None, known: tuple[Watch, SagaState] | None = None
+    ) -> Any:
         try:
             with anyio.fail_after(timeout):
-                return await await_result(self.journal, self._fold, instance_id, self.snapshot_every)
+                return await await_result(self.journal, self._fold, instance_id, self.snapshot_every, known)
         except TimeoutError:
             raise TimeoutError(f"workflow {instance_id!r} did not end within {timeout:g} seconds") from None
 

@@ -93,3 +93,51 @@ async def test_a_codec_s_payload_is_passed_back_before_it_is_used(journal: Journ
     result, reads = await outcome_and_reads(journal, 10, ZlibCodec())
     assert result == "x" * 10
     assert len(reads) == 1
+
+
+async def executed(journal: Journal, size: int, id: str | None = None) -> tuple[object, list[str]]:
+    """``execute`` ``maker(size)`` from one runner while another runs it; (the outcome, the
+    streams the executing runner read)."""
+    registry, clock = sagas(), ManualClock()
+    client = make_runner(Journal(journal.recorder), registry, clock)
+    worker = make_runner(Journal(journal.recorder), registry, clock)
+    reads = count_reads(client.journal)
+    found: list[object] = []
+
+    async def execute() -> None:
+        try:
+            found.append(await client.execute("maker", size, id=id, timeout=10))
+        except WorkflowFailedError as exc:
+            found.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(execute)
+        while not await worker.journal.work_index():  # noqa: ASYNC110 (the start is in)
+            await anyio.sleep(0.01)
+        await worker.run_until_idle()
+    return found[0], reads
+
+
+async def test_execute_starts_and_awaits_without_reading_the_instance(journal: Journal) -> None:
+    assert await executed(journal, 10) == ("x" * 10, [])
+
+
+async def test_execute_reads_an_end_the_notice_could_not_carry(journal: Journal) -> None:
+    result, reads = await executed(journal, LAST_PAYLOAD + 100)
+    assert result == "x" * (LAST_PAYLOAD + 100)
+    assert len(reads) == 1  # at the end only
+
+
+async def test_execute_reports_a_failure_as_result_does(journal: Journal) -> None:
+    error, reads = await executed(journal, -1)
+    assert isinstance(error, WorkflowFailedError) and "no negative sizes" in str(error)
+    assert reads == []
+
+
+async def test_execute_of_an_id_in_use_awaits_that_instance(journal: Journal) -> None:
+    registry, clock = sagas(), ManualClock()
+    first = make_runner(journal, registry, clock)
+    await first.start("maker", 3, id="taken")
+    await first.run_until_idle()
+    # The id exists (started with 3): nothing new starts, its result comes back.
+    assert await first.execute("maker", 5, id="taken", timeout=10) == "xxx"

@@ -139,6 +139,10 @@ def test_sync_client(tmp_path: Path) -> None:
         assert [s.instance_id for s in client.list(status="running")] == ["a-1"]
         with pytest.raises(NotFoundError):
             client.describe("nobody")
+        # No worker runs here: the wait ends, the instance goes on.
+        with pytest.raises(TimeoutError, match=r"'a-2' did not end within 0\.2 seconds"):
+            client.execute("approval", "leave", id="a-2", timeout=0.2)
+        assert client.describe("a-2").status == "running"
 
 
 async def test_the_worker_expires_sessions_when_their_deadline_comes() -> None:
