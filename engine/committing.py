@@ -20,6 +20,7 @@ deferred and appended with the next one (see :meth:`Committer.commit`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 import anyio.abc
 from sagalog.engine.family import Family
@@ -135,18 +136,8 @@ class Committer:
             self._loader.forget(ex.instance_id)
             raise
         decisions = [*early, *ex.decide(now)]
-        starts: list[WorkflowEvent] = []
-        crashed_here = 0
-        if start:
-            running_here = self._stepper.inflight.get(ex.instance_id, {})
-            for task in ex.open_steps():
-                here = task.seq in running_here
-                crashed = task.running and not here
-                due = not task.running and not here and (task.retry_at is None or task.retry_at <= now)
-                if crashed or due:
-                    starts.append(StepStarted(task.seq, task.attempt + 1))
-                crashed_here += crashed
-            ex.feed([(ex.version + i, event) for i, event in enumerate(starts, 1)])
+        starts, crashed_here = self._attempts_to_start(live, now) if start else ([], 0)
+        ex.feed([(ex.version + i, event) for i, event in enumerate(starts, 1)])
         if not (inputs or decisions or starts or live.deferred):
             return [], []
         tasks = [ex.steps[e.seq] for e in starts if isinstance(e, StepStarted)]
@@ -161,6 +152,7 @@ class Committer:
             live.deferred_at = now
             return tasks, decisions
         refused = await create_decided(self.journal, live.state, decisions, live.meta, now)
+        # From ``decisions`` after create_decided, which puts each new run's real id in it.
         events = [*live.deferred, *early, *inputs, *decisions[len(early) :], *starts]
         if refused:  # a child id in use: its ChildFailed, and what the code does about it
             extra = await self._family.after_refusals(live, refused, now)
@@ -197,6 +189,21 @@ class Committer:
         live.deferred, live.deferred_at = [], None
         await self._loader.save_snapshot(ex.instance_id, stored, state)
         return tasks, decisions
+
+    def _attempts_to_start(self, live: Live, now: datetime) -> tuple[list[WorkflowEvent], int]:
+        """The starts of the attempts due now, and how many of them replace an attempt left
+        running by no one here (it crashed); an attempt running in this process is left alone."""
+        running_here = self._stepper.inflight.get(live.executor.instance_id, {})
+        starts: list[WorkflowEvent] = []
+        crashed_here = 0
+        for task in live.executor.open_steps():
+            if task.seq in running_here:
+                continue
+            crashed = task.running
+            if crashed or task.retry_at is None or task.retry_at <= now:
+                starts.append(StepStarted(task.seq, task.attempt + 1))
+            crashed_here += crashed
+        return starts, crashed_here
 
     def _observe(self, live: Live, after: SagaState, decisions: Sequence[WorkflowEvent]) -> None:
         """Count a first run and a reached end (the commit that recorded them succeeded)."""
