@@ -19,49 +19,35 @@ deferred and appended with the next one (see :meth:`Committer.commit`).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-import anyio
 import anyio.abc
-import anyio.lowlevel
 from sagalog.engine.family import Family
 from sagalog.engine.instances import create_decided
-from sagalog.engine.live import OUTCOMES, Handoff, Live, fold_pairs, valid_inputs
+from sagalog.engine.live import Handoff, Live, fold_pairs, valid_inputs
 from sagalog.engine.loader import Loader
 from sagalog.engine.stepping import Stepper
 from sagalog.replay.events import (
     ChildCancelRequested,
-    ChildStarted,
     SignalTimedOut,
     StepCancelled,
     StepScheduled,
     StepStarted,
     TimerFired,
-    WorkflowContinuedAsNew,
     WorkflowEvent,
     encode_event,
     stream_id,
 )
 from sagalog.replay.executor import StepTask
 from sagalog.replay.saga import ENDING_TYPES, TERMINAL, SagaState, ready_at
-from sagalog.storage import Journal, NewEvent, Schedule
+from sagalog.storage import Journal, Schedule
 
 from sagalog.clock import Clock
-from sagalog.errors import ConcurrencyError, DecodingError, NonDeterminismError
+from sagalog.errors import DecodingError, NonDeterminismError
 
 DEFERRABLE = (StepScheduled, StepStarted)
 """What a deferred commit may hold (see ``Committer.commit``): nothing the world must see yet."""
-
-PIPELINED_INPUTS = (StepStarted, *OUTCOMES, TimerFired, SignalTimedOut)
-"""Inputs a pipelined commit may take: a replay after a failed append can take the
-outcomes again, and the timers fire again by themselves."""
-
-CREATING = (ChildStarted, WorkflowContinuedAsNew)
-"""Decisions that create another instance first (``create_decided``): never pipelined."""
-
-Retick = Callable[[str, anyio.abc.TaskGroup], Awaitable[object]]
-"""Commits an instance's lost outcomes and goes on with it (``Runner._tick`` with no input)."""
 
 
 class Committer:
@@ -77,23 +63,13 @@ class Committer:
     """
 
     def __init__(
-        self,
-        journal: Journal,
-        clock: Clock,
-        loader: Loader,
-        stepper: Stepper,
-        family: Family,
-        retick: Retick,
+        self, journal: Journal, clock: Clock, loader: Loader, stepper: Stepper, family: Family
     ) -> None:
         self.journal = journal
         self.clock = clock
         self._loader = loader
         self._stepper = stepper
         self._family = family
-        self._retick = retick
-        self.lost: dict[str, list[list[WorkflowEvent]]] = {}
-        """Step outcomes (each after its start) of a pipelined append that failed, by
-        instance: the next commit of the instance takes them again first (``Runner._tick``)."""
 
     async def commit_all(
         self,
@@ -104,8 +80,7 @@ class Committer:
         defer: bool = False,
     ) -> list[WorkflowEvent]:
         """Commit ``inputs``, then the timers and timeouts due, until none is; run the attempts
-        started in ``tg`` when given. Returns the decisions recorded (a pipelined commit's
-        are acted on by :meth:`send` once recorded)."""
+        started in ``tg`` when given. Returns the decisions recorded (or deferred)."""
         ex = live.executor
         pending = valid_inputs(ex, inputs)
         decided: list[WorkflowEvent] = []
@@ -117,19 +92,13 @@ class Committer:
             pending += [SignalTimedOut(seq) for seq in ex.due_timeouts(now)]
             # Quiet: this runner holds the instance and goes on with it; no other worker is woken.
             started, decisions = await self.commit(
-                live, pending, start=tg is not None, quiet=True, defer=defer, pipeline=tg is not None
+                live, pending, start=tg is not None, quiet=True, defer=defer
             )
-            for lag in lags:  # counted once recorded or queued (a failure replays and fires them again)
+            for lag in lags:  # counted once recorded (a conflict replays and fires them again)
                 self._loader.observer.timer_fired(live.workflow.name, lag)
             decided += decisions
             pending = []
             if tg is not None:
-                if live.sending is None and any(not isinstance(e, DEFERRABLE) for e in live.deferred):
-                    live.sending = anyio.Event()
-                    tg.start_soon(self.send, live, tg)
-                    # Let the append go out before the attempts run: each starts while the
-                    # outcome before it is on its way to the journal, never before.
-                    await anyio.lowlevel.checkpoint()
                 for task in started:
                     self._stepper.launch(live, task, tg, handoff)
             if not (ex.due_timers(now) or ex.due_timeouts(now)) or ex.ended:
@@ -144,7 +113,6 @@ class Committer:
         metadata: Mapping[str, str] | None = None,
         quiet: bool = False,
         defer: bool = False,
-        pipeline: bool = False,
     ) -> tuple[list[StepTask], list[WorkflowEvent]]:
         """Append ``inputs``, the decisions they lead to and the attempts to start, as one batch
         (``quiet``: see ``Journal.append``).
@@ -155,16 +123,11 @@ class Committer:
         leaves no trace of the attempt, hence not after a takeover
         (``Runner.advance``). An attempt whose deferred start a replay lost
         comes back as a ``StepStarted`` input (see ``live.valid_inputs``).
-
-        ``pipeline``: for a ``live.pipelined`` instance, queue a batch of step
-        outcomes in ``live.deferred`` and return at once; :meth:`send` appends
-        the queue, one append in flight at a time, so the attempts this batch
-        starts run while it is sent, and what they lead to meanwhile goes with
-        the next append. Any other commit waits for the append in flight first.
         """
         ex = live.executor
         now = self.clock.now()
         ex.now = now
+        stored = ex.version - len(live.deferred)  # the stream's version in the journal
         # An attempt's start recorded with its outcome follows the decision that scheduled it.
         early = ex.decide(now) if any(isinstance(e, StepStarted) for e in inputs) else []
         try:
@@ -178,27 +141,16 @@ class Committer:
         if not (inputs or decisions or starts or live.deferred):
             return [], []
         tasks = [ex.steps[e.seq] for e in starts if isinstance(e, StepStarted)]
-        held = not inputs and all(isinstance(event, DEFERRABLE) for event in decisions)
-        if defer and starts and not crashed_here and held:
+        if (
+            defer
+            and starts
+            and not inputs
+            and not crashed_here
+            and all(isinstance(event, DEFERRABLE) for event in decisions)
+        ):
             live.deferred += [*decisions, *starts]
-            live.deferred_decided += decisions
             live.deferred_at = now
             return tasks, decisions
-        if (
-            pipeline
-            and live.pipelined
-            and not crashed_here
-            and metadata is None
-            and all(isinstance(e, PIPELINED_INPUTS) for e in inputs)
-            and not any(isinstance(d, CREATING) for d in decisions)
-        ):
-            live.deferred += [*early, *inputs, *decisions[len(early) :], *starts]
-            live.deferred_decided += decisions
-            outcomes = [e for e in inputs if isinstance(e, OUTCOMES)]
-            if outcomes:
-                live.queued.append([x for e in outcomes for x in (StepStarted(e.seq, e.attempt), e)])
-            return tasks, []
-        await self._settled(live)
         refused = await create_decided(self.journal, live.state, decisions, live.meta, now)
         # From ``decisions`` after create_decided, which puts each new run's real id in it.
         events = [*live.deferred, *early, *inputs, *decisions[len(early) :], *starts]
@@ -206,39 +158,11 @@ class Committer:
             extra = await self._family.after_refusals(live, refused, now)
             events += extra
             decisions += extra
+        pairs = [(stored + i, event) for i, event in enumerate(events, 1)]
+        state = fold_pairs(live.state, pairs)
         input_meta = {**live.meta, **metadata} if metadata else live.meta
         first_input = len(live.deferred) + len(early)
         input_at = range(first_input, first_input + len(inputs))
-        encoded = [
-            encode_event(event, input_meta if i in input_at else live.meta) for i, event in enumerate(events)
-        ]
-        await self._append(live, events, encoded, [*live.deferred_decided, *decisions], quiet, now)
-        live.deferred, live.deferred_decided, live.deferred_at = [], [], None
-        return tasks, decisions
-
-    async def _settled(self, live: Live) -> None:
-        """Wait for the pipelined append in flight, if any; ConcurrencyError if it failed."""
-        if live.sending is None:
-            return
-        await live.sending.wait()
-        if self._loader.cache.get(live.executor.instance_id) is not live:
-            raise ConcurrencyError(stream_id(live.executor.instance_id), -1, -1)  # replay
-
-    async def _append(
-        self,
-        live: Live,
-        events: Sequence[WorkflowEvent],
-        encoded: list[NewEvent],
-        decided: Sequence[WorkflowEvent],
-        quiet: bool,
-        now: datetime,
-    ) -> None:
-        """Append ``events`` at the stream's version with the work-index row they lead to,
-        then fold them into ``live.state``; a failure forgets ``live`` (it is ahead)."""
-        ex = live.executor
-        stored = live.state.version
-        pairs = [(stored + i, event) for i, event in enumerate(events, 1)]
-        state = fold_pairs(live.state, pairs)
         next_ready = ready_at(state, now, ex.open_seqs())
         ready_now = next_ready is not None and next_ready <= now
         # While steps run or are due the row says "ready now" and a new "now" changes
@@ -248,7 +172,10 @@ class Committer:
             await self.journal.append(
                 stream_id(ex.instance_id),
                 stored,
-                encoded,
+                [
+                    encode_event(event, input_meta if i in input_at else live.meta)
+                    for i, event in enumerate(events)
+                ],
                 schedule=schedule,
                 quiet=quiet,
                 final=any(type(event).__name__ in ENDING_TYPES for event in events),
@@ -256,36 +183,12 @@ class Committer:
         except BaseException:
             self._loader.forget(ex.instance_id)  # its executor is ahead of the journal now
             raise
-        self._observe(live, state, decided)
+        self._observe(live, state, [*live.deferred, *decisions])
         live.state = state
         live.ready_now = ready_now
+        live.deferred, live.deferred_at = [], None
         await self._loader.save_snapshot(ex.instance_id, stored, state)
-
-    async def send(self, live: Live, tg: anyio.abc.TaskGroup) -> None:
-        """Append ``live.deferred`` as long as pipelined commits queue more (see :meth:`commit`),
-        acting on each batch once recorded. When an append fails on a concurrent one, the
-        instance replays and its lost outcomes are committed again (:attr:`lost`)."""
-        instance_id = live.executor.instance_id
-        failed = False
-        try:
-            while any(not isinstance(e, DEFERRABLE) for e in live.deferred):
-                batch, decided = live.deferred, live.deferred_decided
-                live.in_flight, live.queued = live.queued, []
-                live.deferred, live.deferred_decided, live.deferred_at = [], [], None
-                encoded = [encode_event(event, live.meta) for event in batch]
-                await self._append(live, batch, encoded, decided, True, self.clock.now())
-                live.in_flight = []
-                await self.after_commit(instance_id, live.state, decided)
-        except ConcurrencyError:
-            failed = True
-            self.lost[instance_id] = [*live.in_flight, *live.queued]
-            self._loader.forget(instance_id)
-        finally:
-            sending, live.sending = live.sending, None
-            if sending is not None:
-                sending.set()
-        if failed:
-            await self._retick(instance_id, tg)
+        return tasks, decisions
 
     def _attempts_to_start(self, live: Live, now: datetime) -> tuple[list[WorkflowEvent], int]:
         """The starts of the attempts due now, and how many of them replace an attempt left

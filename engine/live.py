@@ -46,23 +46,11 @@ class Live(msgspec.Struct):
     """Its work-index row says "ready now": this copy's last commit wrote so, or it was
     claimed as ready. A commit that leaves it ready now need not write the row again."""
     deferred: list[WorkflowEvent] = []
-    """Events fed to the executor but not appended yet (``state`` does not include them):
-    a claim's first commit when it only schedules and starts steps, held until the first
-    outcome, or commits queued behind a pipelined append (``Committer.commit``)."""
+    """Events fed to the executor but not appended yet: a claim's first commit when it
+    only schedules and starts steps, appended with the first outcome (``Committer.commit``).
+    ``state`` does not include them."""
     deferred_at: datetime | None = None
     """When ``deferred`` was set aside (a heartbeat appends it once its steps run long)."""
-    deferred_decided: list[WorkflowEvent] = []
-    """The decisions among ``deferred``: counted and acted on once appended."""
-    pipelined: bool = False
-    """Claimed fresh (not taken over): a step may start while the previous outcome's
-    append is in flight, and what is decided meanwhile goes with the next append."""
-    sending: anyio.Event | None = None
-    """Set when the pipelined append in flight (``Committer.send``) is over."""
-    queued: list[list[WorkflowEvent]] = []
-    """The step outcomes (each after its start) among ``deferred``, for a replay to take
-    again if the append fails (``Committer.lost``)."""
-    in_flight: list[list[WorkflowEvent]] = []
-    """The same for the pipelined append in flight."""
 
     @property
     def traceparent(self) -> str | None:

@@ -113,7 +113,7 @@ class Loader:
             tail = await self.journal.read_stream(stream_id(instance_id), live.state.version + 1)
             if not tail:
                 return live
-            if live.deferred or live.sending is not None:  # its executor is ahead of the journal
+            if live.deferred:  # its executor is ahead of the journal and cannot take the tail
                 self.cache.pop(instance_id, None)
                 return await self.load(instance_id)
             if live.traceparent is None:  # another worker may have started the trace meanwhile

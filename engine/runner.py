@@ -128,9 +128,7 @@ class Runner:
             journal, self.registry, clock, self._meta, self.loader, self.describe, self._tick, self.cancel
         )
         """Parents and children: orphans, outcomes owed to parents, child ids in use."""
-        self.committer = Committer(
-            journal, clock, self.loader, self.stepper, self.family, lambda i, tg: self._tick(i, [], tg)
-        )
+        self.committer = Committer(journal, clock, self.loader, self.stepper, self.family)
         """Appends what inputs lead to, one batch a commit, and does what that asks of the world."""
 
     # The loader and the stepper keep these; they read here as before, and the
@@ -470,7 +468,6 @@ class Runner:
                     taken = handoff[0]
                     await self.stepper.run(instance_id, taken.workflow, taken.task, taken.scope, tg)
         finally:
-            self.committer.lost.pop(instance_id, None)  # the next claim replays what was recorded
             live = self.loader.cache.get(instance_id)
             if live is not None and live.deferred:  # its steps ended without an outcome (cancelled)
                 self.loader.forget(instance_id)
@@ -579,22 +576,15 @@ class Runner:
         for _ in range(COMMIT_TRIES):
             try:
                 async with self._lock(instance_id):
-                    cached = self.loader.cache.get(instance_id)
-                    if not own and cached is not None and cached.sending is not None:
-                        await cached.sending.wait()  # read the tail after the append in flight
                     try:
                         live = await self.loader.load(instance_id, trust_cache=trust, trust_fresh=fresh)
                     except Idle as idle:
-                        self.committer.lost.pop(instance_id, None)
                         state, decided = idle.state, []
                     else:
                         if loaded is not None:
                             loaded(live)
-                        if claimed:
-                            live.pipelined = defer
-                        decided = await self._commit_lost(live)
                         orphan = await self.family.orphaned(live)
-                        decided += await self.committer.commit_all(
+                        decided = await self.committer.commit_all(
                             live, [*inputs, *orphan], tg, handoff, defer
                         )
                         state = live.state
@@ -605,17 +595,6 @@ class Runner:
             await self.committer.after_commit(instance_id, state, decided)
             return state
         raise ConcurrencyError(stream_id(instance_id), -1, -1)
-
-    async def _commit_lost(self, live: Live) -> list[WorkflowEvent]:
-        """Commit again, in order, the outcomes a failed pipelined append lost (see
-        ``Committer.send``), each after the decisions the one before leads to."""
-        lost = self.committer.lost.get(live.executor.instance_id)
-        decided: list[WorkflowEvent] = []
-        while lost:
-            decided += await self.committer.commit_all(live, lost[0], None)
-            del lost[0]
-        self.committer.lost.pop(live.executor.instance_id, None)
-        return decided
 
     async def _park_running(self, instance_id: str, reason: str) -> None:
         """Park an instance whose step cannot run here (its code is not registered)."""

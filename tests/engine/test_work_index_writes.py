@@ -46,14 +46,12 @@ async def test_steps_in_a_row_leave_the_ready_row_alone_and_a_timer_rewrites_it(
     runner = make_runner(journal, registry, clock)
     started = clock.now()
     await runner.start(ticks_then_nap, 0, id="w")
-    # Not after a claim: every commit is appended before the next step runs
-    # (no pipelining), so each step sees the row the commit before it left.
-    await runner.advance("w")
+    await runner.run_until_idle()
 
-    # The first commit (schedule and start the first step) found the row the
-    # start wrote saying "ready now"; the outcomes 5 and 10 s later did not
-    # move it, since a claim reads it the same way.
-    assert seen == [started, started, started]
+    # The claim's first commit (schedule and start the first step) went in with
+    # the first outcome, 5 s later, and wrote the row once; the commit after
+    # the second step (10 s) did not move it, since a claim reads it the same way.
+    assert seen == [started, started + timedelta(seconds=5), started + timedelta(seconds=5)]
     # The nap made it due later: that is new, so the last commit wrote it.
     napping = clock.now()
     assert napping == started + timedelta(seconds=15)
