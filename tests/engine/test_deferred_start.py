@@ -142,8 +142,11 @@ async def test_a_cancel_during_the_first_step_ends_the_instance_and_drops_the_ou
     assert (state.status, state.message) == ("cancelled", "changed my mind")
     assert runs == [1]
     # The attempt ran but nothing recorded it: like an attempt cut short by a cancel,
-    # it has no completion, so nothing is compensated for it (docs/guarantees.md).
-    assert "StepCompleted" not in await event_types(journal, "c")
+    # it has no completion, so nothing is compensated for it; unlike one, it has no
+    # start either (docs/guarantees.md, "A cancel that overtakes a claim's first attempt").
+    assert await event_types(journal, "c") == [
+        "WorkflowStarted", "CancelRequested", "StepScheduled", "StepCancelled", "WorkflowCancelled",
+    ]  # fmt: skip
 
 
 async def test_after_a_takeover_each_start_is_recorded_before_its_attempt_runs(journal_url: str) -> None:
