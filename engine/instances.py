@@ -42,7 +42,9 @@ async def record_start(
     """
     stream = stream_id(instance_id)
     try:
-        await journal.append(stream, NO_STREAM, [encode_event(started, meta)], schedule=Schedule(now))
+        await journal.append(
+            stream, NO_STREAM, [encode_event(started, meta)], schedule=Schedule(now), hand_off=True
+        )
     except ConcurrencyError:
         return decode_event((await journal.read_stream(stream, 1, 1))[0])
     return None

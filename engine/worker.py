@@ -34,7 +34,7 @@ from sagalog.engine.worker_leases import LeaseBook, Outage
 from sagalog.engine.worker_metrics import WorkerMetrics
 from sagalog.engine.worker_settings import WorkerSettings, validate
 from sagalog.engine.workflow import Registry
-from sagalog.storage import Backoff, Claim, Journal, Watch
+from sagalog.storage import Backoff, Claim, Event, Journal, Touch, Watch
 
 from sagalog.clock import SYSTEM_CLOCK, Clock
 from sagalog.errors import ConcurrencyError, DatabaseError, OperationalError
@@ -42,6 +42,8 @@ from sagalog.errors import ConcurrencyError, DatabaseError, OperationalError
 log = logging.getLogger("sagalog.worker")
 
 _WATCH_BACKOFF = Backoff(attempts=0, initial=0.2, maximum=5.0)
+TICKETS = 4
+"""Tickets a worker offers at a time, at most (see ``Journal.offer``)."""
 READY_TIMEOUT = 5.0
 """Seconds /readyz waits for the database before it answers 503."""
 
@@ -136,6 +138,12 @@ class Worker:
         self._watching: Watch | None = None
         self._listening = anyio.Event()
         """Set while the claim loop waits for work: the watcher looks for events only then."""
+        self._claim_wanted = True
+        """Something may be claimable: not only hand-offs woke the claim loop."""
+        self._handed: list[Touch] = []
+        """Starts handed to this worker's tickets, for the claim loop to take."""
+        self._tickets = 0
+        """Tickets this worker has out (``Journal.offer``): as many next starts may come to it."""
 
     # -- control ---------------------------------------------------------
 
@@ -175,6 +183,10 @@ class Worker:
         return ""
 
     def _notify(self) -> None:
+        self._claim_wanted = True
+        self._wake()
+
+    def _wake(self) -> None:
         # anyio Events are one-shot: wake the current waiters, arm a new one.
         self._changed.set()
         self._changed = anyio.Event()
@@ -207,6 +219,7 @@ class Worker:
                 try:
                     async with anyio.create_task_group() as work:
                         await self._claim_loop(work)
+                        await self._withdraw()
                         await self._drain(work)
                 finally:
                     if not self._stopped:
@@ -233,11 +246,14 @@ class Worker:
 
     async def _claim_loop(self, work: anyio.abc.TaskGroup) -> None:
         settings = self.settings
+        next_due: datetime | None = None
         while True:
             # Taken before looking at anything: a shutdown or a freed slot
             # while we claim sets this very event, so the wait below ends at
             # once instead of missing it (anyio Events are one-shot).
             changed = self._changed
+            if self._handed:
+                await self._take_handed(work)
             if self._draining:
                 return
             free = settings.concurrency - len(self.leases)
@@ -245,15 +261,30 @@ class Worker:
                 await changed.wait()
                 continue
             want = min(free, settings.claim_batch)
+            claims: list[Claim] = []
             try:
                 if self._watching is None:
                     # Before the first claim, so nothing appended after it is missed.
-                    self._watching = await self._journal.watch(work=True)
-                await self._flush_releases()
-                claims, next_due = await self._journal.claim_next(
-                    self.owner, settings.lease_seconds, want, read=self._handler.prefetch
-                )
+                    handed_to = self.owner if self._journal.hands_off else None
+                    self._watching = await self._journal.watch(work=True, handed_to=handed_to)
+                # Woken by hand-offs alone, there is nothing to claim: the start took our ticket.
+                if self._claim_wanted:
+                    self._claim_wanted = False
+                    await self._flush_releases()
+                    claims, next_due = await self._journal.claim_next(
+                        self.owner, settings.lease_seconds, want, read=self._handler.prefetch
+                    )
+                still_free = free - len(claims)
+                if self._tickets > still_free:
+                    await self._withdraw()  # starts taking them would go beyond the concurrency
+                elif not self._tickets and still_free > 0 and self._journal.hands_off:
+                    # Slots stay free: the next starts may come straight here. A few tickets
+                    # at a time, so that offering again is rare (a start takes one).
+                    slots = min(TICKETS, still_free)
+                    await self._journal.offer(self.owner, slots, settings.lease_seconds)
+                    self._tickets = slots
             except OperationalError as exc:
+                self._claim_wanted = True
                 await self._pause(self.outage.failed(exc), changed)
                 continue
             self.outage.recovered()
@@ -266,6 +297,42 @@ class Worker:
                 work.start_soon(self._advance, claim.stream_id, scope, claim.taken_over, name=claim.stream_id)
             if len(claims) < want:
                 await self._wait_for_work(changed, self._timeout(next_due))
+                if not changed.is_set():  # a due row's time, or the poll
+                    self._claim_wanted = True
+
+    async def _take_handed(self, work: anyio.abc.TaskGroup) -> None:
+        """Advance the streams that starts handed to this worker: their leases are ours.
+        A start's notice carries its event, so the handler replays without a read."""
+        handed, self._handed = self._handed, []
+        fresh = [t for t in handed if t.stream_id not in self.leases]
+        now = self._clock.now()
+        # Claims in form only (what ``prepare`` takes): the events are the starts as told.
+        await self._prepare([
+            Claim(t.stream_id, now, self.owner, now, (Event(
+                0, t.stream_id, 1, t.last.type, t.last.payload, dict(t.last.metadata), t.namespace, now
+            ),))
+            for t in fresh
+            if t.last is not None and t.stream_id is not None and t.namespace is not None
+        ])  # fmt: skip
+        for touch in fresh:
+            stream_id = touch.stream_id
+            if stream_id is None or stream_id in self.leases:
+                continue
+            self.metrics.handed.inc()
+            scope = self.leases.take(stream_id)
+            work.start_soon(self._advance, stream_id, scope, False, name=stream_id)
+
+    async def _withdraw(self) -> None:
+        """Take this worker's tickets back (a drain, or no slot left for them): starts from
+        now on go to others. Whether or not any is out as far as we know: a start may
+        have taken one that a heartbeat then renewed."""
+        if not self._journal.hands_off:
+            return
+        self._tickets = 0
+        try:
+            await self._journal.withdraw(self.owner)
+        except OperationalError as exc:
+            log.warning("could not withdraw this worker's ticket (%s); it runs out with its lease", exc)
 
     async def _prepare(self, claims: list[Claim]) -> None:
         """Let the handler prefetch a claimed batch; a failure only loses the shortcut."""
@@ -293,10 +360,13 @@ class Worker:
         # cancelled, so another worker can take over at once instead of
         # waiting for them to expire; an unreachable database just makes
         # them expire as they would after a crash.
-        ids = sorted(set(self.leases.pending_releases()) | set(self.leases.in_flight))
-        if not ids:
-            return
+        handed, self._handed = self._handed, []  # handed to us after the claim loop ended
+        untaken = {t.stream_id for t in handed if t.stream_id is not None}
+        ids = sorted(set(self.leases.pending_releases()) | set(self.leases.in_flight) | untaken)
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            await self._withdraw()
+            if not ids:
+                return
             try:
                 await self._journal.release(self.owner, ids)
                 log.info("released %d lease(s)", len(ids))
@@ -366,7 +436,14 @@ class Worker:
             assert self._watching is not None
             try:
                 touches = await self._watching.next(self.settings.poll_seconds)
-                if any(t.worker != self.owner for t in touches):
+                handed = [t for t in touches if t.handed and t.stream_id is not None]
+                if any(t.namespace is None for t in touches):
+                    self._tickets = 0  # notices may be lost: offer anew (the next offer renews)
+                if handed:
+                    self._handed += handed
+                    self._tickets = max(0, self._tickets - len(handed))  # none left: offer again
+                    self._wake()
+                if any(t.worker != self.owner and not t.handed for t in touches):
                     self._notify()
             except OperationalError:
                 # The claim loop meets the outage too and reports it; just back off.
@@ -433,6 +510,7 @@ class Worker:
             await self._clock.sleep(settings.heartbeat_seconds)
             held = list(self.leases.in_flight)
             started = self._clock.now()
+            await self._renew_ticket()
             if not held:
                 last_renewed = started
                 continue
@@ -450,6 +528,15 @@ class Worker:
                 if stream_id not in kept:
                     self._lose(stream_id, "the lease was taken over")
             await self._checkpoint([s for s in held if s in kept])
+
+    async def _renew_ticket(self) -> None:
+        """Keep the lease our ticket offers from running out (a start copies it)."""
+        if not self._tickets or self._draining:
+            return
+        try:
+            await self._journal.offer(self.owner, 0, self.settings.lease_seconds)
+        except OperationalError as exc:
+            self.outage.failed(exc)
 
     async def _checkpoint(self, stream_ids: list[str]) -> None:
         """Let the handler record what it keeps in memory; a failure waits for the next beat."""

@@ -111,6 +111,11 @@ class WorkerMetrics(Observer):
         self.claimed = Tally(
             "sagalog_instances_claimed", "Streams claimed from the work index", registry=r
         )
+        self.handed = Tally(
+            "sagalog_instances_handed",
+            "New instances a start handed to this worker's ticket (no claim)",
+            registry=r,
+        )
         self.completed = Tally(
             "sagalog_instances_completed", "Instances that reached 'completed'", registry=r
         )

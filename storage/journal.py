@@ -241,6 +241,7 @@ class Journal:
         schedule: Schedule | None = None,
         quiet: bool = False,
         final: bool = False,
+        hand_off: bool = False,
     ) -> list[Event]:
         """Append ``events`` to a stream in one transaction.
 
@@ -256,6 +257,10 @@ class Journal:
                 for work (``watch(work=True)``) are not told of it.
             final: the append may end what others await (a workflow's end, say):
                 watchers of final appends (``watch(final=True)``) are told of it.
+            hand_off: a start that makes the stream ready now: on PostgreSQL, when
+                its commit holds it alone, an idle worker's ticket (:meth:`offer`)
+                takes it, the work-index row is leased to that worker at once and
+                only that worker is told (``Touch.handed``); else as without.
 
         Returns:
             The stored events with their versions and positions.
@@ -274,7 +279,7 @@ class Journal:
             stored = tuple(NewEvent(e.type, shared.codec.encode(e.payload), e.metadata) for e in events)
         request = AppendRequest(
             self.namespace, stream_id, expected_version, stored, shared.clock.now(), schedule, quiet,
-            final,
+            final, hand_off,
         )
         outcome = await shared.committer.submit(request)
         if isinstance(outcome, ConcurrencyError):
@@ -449,6 +454,31 @@ class Journal:
         until = self._shared.clock.now() + timedelta(seconds=lease_seconds)
         return await self._shared.recorder.renew(self.namespace, owner, stream_ids, until)
 
+    @property
+    def hands_off(self) -> bool:
+        """Whether starts can be handed to idle workers here (:meth:`offer`; PostgreSQL)."""
+        return hasattr(self._shared.recorder, "offer")
+
+    @retry_transient
+    async def offer(self, owner: str, slots: int, lease_seconds: float) -> datetime | None:
+        """Leave (or renew) ``slots`` tickets of ``owner``, each for one of the next starts
+        appended alone (see ``append(hand_off=True)``); 0 renews those left. Returns when the
+        lease they offer runs out (None: this backend hands nothing off). One ticket is one
+        hand-off."""
+        native = getattr(self._shared.recorder, "offer", None)
+        if native is None:
+            return None
+        until = self._shared.clock.now() + timedelta(seconds=lease_seconds)
+        await native(self.namespace, owner, slots, until)
+        return until
+
+    @retry_transient
+    async def withdraw(self, owner: str) -> None:
+        """Delete the tickets of ``owner`` that no start took (a worker that drains)."""
+        native = getattr(self._shared.recorder, "withdraw", None)
+        if native is not None:
+            await native(self.namespace, owner)
+
     @retry_transient
     async def release(self, owner: str, stream_ids: Sequence[str]) -> None:
         """Give up leases so any worker may claim those streams at once."""
@@ -511,7 +541,7 @@ class Journal:
             found.setdefault(event.stream_id, []).append(self._decoded(event))
         return found
 
-    async def watch(self, *, work: bool = False, final: bool = False) -> Watch:
+    async def watch(self, *, work: bool = False, final: bool = False, handed_to: str | None = None) -> Watch:
         """A :class:`~sagalog.storage.watch.Watch` of this namespace: what commits touch from now on.
 
         On PostgreSQL it reads the notifications' payloads (no query per
@@ -520,10 +550,11 @@ class Journal:
         touched (a client awaiting one instance). ``work``: only appends that
         are not ``quiet`` need be told (a worker looking for work); ``final``:
         only ``final`` appends need be (a client awaiting a result). A backend
-        without notifications tells them all.
+        without notifications tells them all. ``handed_to``: a worker's id; the
+        starts that take its ticket (:meth:`offer`) come as ``Touch.handed``.
         """
         native = getattr(self._shared.recorder, "watch", None)
         if native is not None:
-            watch: Watch = await native(self.namespace, work=work, final=final)
+            watch: Watch = await native(self.namespace, work=work, final=final, handed_to=handed_to)
             return watch if self._shared.identity else DecodedWatch(watch, self._shared.codec.decode)
         return ReadWatch(self, await head_position(self))

@@ -12,9 +12,10 @@ A notice is a hint: a payload that says nothing (empty, from a client of an
 earlier version, or too big to list its streams) decodes to touches with
 unknown fields, and whoever receives one looks for itself. It carries data
 in one case only: the last event of a ``final`` append, when its payload is
-small (``Touch.last``). NOTIFY is sent only if the transaction commits, so
-that is the stored event itself, and a client awaiting an instance's end
-takes its outcome from there instead of reading it.
+small (``Touch.last``), and of a start (``AppendRequest.hand_off``). NOTIFY is
+sent only if the transaction commits, so that is the stored event itself: a
+client awaiting an instance's end takes its outcome from there instead of
+reading it, and the worker a start is handed to replays from it.
 :class:`NoticeLog` keeps the last notices received for cursors to page
 through, in bounded memory: a cursor that fell behind gets :data:`UNKNOWN`.
 """
@@ -29,7 +30,7 @@ import msgspec
 from sagalog.storage.records import Event, NewEvent
 
 
-class Touch(msgspec.Struct, frozen=True, array_like=True):
+class Touch(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
     """A stream (or a part of the store) a commit appended to. ``None``: unknown."""
 
     namespace: str | None
@@ -44,6 +45,9 @@ class Touch(msgspec.Struct, frozen=True, array_like=True):
     """The last of those events, when the append was ``final`` and its payload
     is :data:`LAST_PAYLOAD` bytes at most (None: not told). Its payload is as
     stored (through the journal's codec): ``Journal.watch`` passes it back."""
+    handed: bool = False
+    """The stream was handed to the watching worker's ticket (see ``Journal.offer``):
+    its lease is that worker's already. Set by the watch, never sent."""
 
     def may_be(self, namespace: str, stream_id: str | None = None) -> bool:
         """True when this touch may concern ``namespace`` (and ``stream_id``, if given)."""

@@ -114,24 +114,50 @@ _UNSCHEDULE = """
 unscheduled AS (
     DELETE FROM work_index
      WHERE namespace = $1 AND stream_id = $2 AND EXISTS (SELECT FROM inserted))"""
+# A start (see sql/004_tickets.sql) takes an idle worker's ticket, if one is
+# left, and writes its work-index row leased to that worker; then it notifies
+# the ticket's channel in place of the work channel (${work}).
+_HAND_OFF = """
+ticket AS (
+    DELETE FROM tickets
+     WHERE (namespace, owner, slot) = (SELECT namespace, owner, slot FROM tickets
+                                        WHERE namespace = $1 AND lease_expires_at > $3::timestamptz
+                                        LIMIT 1 FOR UPDATE SKIP LOCKED)
+       AND EXISTS (SELECT FROM inserted)
+    RETURNING owner, channel, lease_expires_at),
+scheduled AS (
+    INSERT INTO work_index (namespace, stream_id, ready_at, lease_owner, lease_expires_at)
+    SELECT $1, $2, ${ready}::timestamptz, t.owner, t.lease_expires_at
+      FROM (SELECT) AS one LEFT JOIN ticket AS t ON true
+     WHERE EXISTS (SELECT FROM inserted)
+    ON CONFLICT (namespace, stream_id) DO UPDATE
+       SET ready_at = excluded.ready_at, lease_owner = excluded.lease_owner,
+           lease_expires_at = excluded.lease_expires_at)"""
 _RETURNING = "position, version, (SELECT count(pg_notify(n, $7)) FROM unnest($5::text[]) AS n)"
+_RETURNING_HANDED = """position, version,
+       (SELECT count(pg_notify(n, $7)) FROM unnest($5::text[]) AS n
+         WHERE n <> ${work}::text OR NOT EXISTS (SELECT FROM ticket))
+       + (SELECT count(pg_notify(channel, $7)) FROM ticket)"""
 
 
-def _append_one_text(insert: str, work: str | None) -> str:
+def _append_one_text(insert: str, work: str | None, many: bool) -> str:
     if work is None:
         return f"{insert}\nRETURNING {_RETURNING}"
+    ready, work_channel = ("9", "10") if many else ("11", "12")
+    returning = _RETURNING_HANDED if work is _HAND_OFF else _RETURNING
     return (
         f"WITH inserted AS ({insert}\nRETURNING position, version),{work}\n"
-        f"SELECT {_RETURNING} FROM inserted ORDER BY position"
-    )
+        f"SELECT {returning} FROM inserted ORDER BY position"
+    ).replace("{ready}", ready).replace("{work}", work_channel)
 
 
 APPEND_ONE = {
-    (many, kind): _append_one_text(insert, work and work.replace("{ready}", "9" if many else "11"))
+    (many, kind): _append_one_text(insert, work, many)
     for many, insert in ((False, _INSERT_ONE), (True, _INSERT_MANY))
-    for kind, work in ((0, None), (1, _SCHEDULE), (2, _UNSCHEDULE))
+    for kind, work in ((0, None), (1, _SCHEDULE), (2, _UNSCHEDULE), (3, _HAND_OFF))
 }
-"""The statement for one request: by (several events?, schedule 0 none / 1 set / 2 remove)."""
+"""The statement for one request: by (several events?, schedule 0 none / 1 set / 2 remove /
+3 set, handing the stream to an idle worker's ticket)."""
 
 APPEND_LOCKED = """
 SELECT previous, positions FROM sagalog_append_one(
@@ -465,7 +491,8 @@ def append_one_statement(
         expected,
         channels.told([request]),
         heads.get((request.namespace, request.stream_id), 0) if expected == ANY_VERSION else expected,
-        encode_notice([(request.namespace, request.stream_id, events)], [request.final]),
+        # A start's notice carries its event: the worker it is handed to replays from it.
+        encode_notice([(request.namespace, request.stream_id, events)], [request.final or request.hand_off]),
     )
     params: tuple[Any, ...]
     if len(events) == 1:
@@ -477,6 +504,8 @@ def append_one_statement(
         return APPEND_ONE[len(events) != 1, 0], params
     if schedule.ready_at is None:
         return APPEND_ONE[len(events) != 1, 2], params
+    if request.hand_off:
+        return APPEND_ONE[len(events) != 1, 3], (*params, schedule.ready_at, channels.work)
     return APPEND_ONE[len(events) != 1, 1], (*params, schedule.ready_at)
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 
 import anyio
+import msgspec
 import psycopg
 from psycopg import sql
 from sagalog.storage.notices import UNKNOWN, NoticeLog, Touch, decode_notice
@@ -170,10 +171,12 @@ class Waker:
 class NoticeWatch:
     """What commits to one namespace touched, from one channel's notifications (see ``Journal.watch``)."""
 
-    def __init__(self, waker: Waker, namespace: str, channel: str) -> None:
+    def __init__(self, waker: Waker, namespace: str, channel: str, tickets: str | None = None) -> None:
         self._waker = waker
         self._namespace = namespace
         self._channel = channel
+        self._tickets = tickets
+        """The channel of hand-offs to this watcher's worker (``Touch.handed``), if any."""
         self._next = waker.log.end
 
     async def next(self, timeout: float) -> list[Touch]:
@@ -189,6 +192,12 @@ class NoticeWatch:
                 touches = [
                     t for t in log.since(self._next, self._channel) if t.may_be(self._namespace)
                 ]
+                if self._tickets is not None:
+                    touches += [
+                        msgspec.structs.replace(t, handed=True)
+                        for t in log.since(self._next, self._tickets)
+                        if t.stream_id is not None and t.may_be(self._namespace)
+                    ]
                 self._next = log.end
                 if touches:
                     return touches

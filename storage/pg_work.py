@@ -71,6 +71,7 @@ class WorkIndexQueries:
     _errors: Callable[[], AbstractContextManager[None]]
     _one: Callable[[str, Params], Awaitable[Any]]
     _all: Callable[[str, Params], Awaitable[list[TupleRow]]]
+    ticket_channel: Callable[[str], str]
 
     async def claim(
         self, namespace: str, owner: str, now: datetime, lease_until: datetime, limit: int
@@ -139,6 +140,40 @@ class WorkIndexQueries:
         )
         renewed = {row[0] for row in rows}
         return [s for s in dict.fromkeys(stream_ids) if s in renewed]
+
+    async def offer(self, namespace: str, owner: str, slots: int, lease_until: datetime) -> None:
+        """Leave (or renew) ``slots`` tickets of ``owner``: each of the next starts appended
+        alone takes one (see ``sql/004_tickets.sql``); 0 renews those left. Written without
+        waiting for the flush: a ticket lost to a crash only costs a claim."""
+        if slots == 0:
+            await self._all(
+                """
+                WITH quick AS (SELECT set_config('synchronous_commit', 'off', true))
+                UPDATE tickets SET lease_expires_at = %(until)s FROM quick
+                 WHERE namespace = %(ns)s AND owner = %(owner)s
+                RETURNING 1""",
+                {"ns": namespace, "owner": owner, "until": lease_until},
+            )
+            return
+        await self._all(
+            """
+            WITH quick AS (SELECT set_config('synchronous_commit', 'off', true))
+            INSERT INTO tickets (namespace, owner, slot, channel, lease_expires_at)
+            SELECT %(ns)s, %(owner)s, slot, %(channel)s, %(until)s
+              FROM quick, generate_series(1, %(slots)s) AS slot
+            ON CONFLICT (namespace, owner, slot) DO UPDATE
+               SET channel = excluded.channel, lease_expires_at = excluded.lease_expires_at
+            RETURNING 1""",
+            {"ns": namespace, "owner": owner, "slots": slots, "channel": self.ticket_channel(owner),
+             "until": lease_until},
+        )
+
+    async def withdraw(self, namespace: str, owner: str) -> None:
+        """Delete the tickets of ``owner`` that no start took."""
+        await self._all(
+            "DELETE FROM tickets WHERE namespace = %(ns)s AND owner = %(owner)s RETURNING 1",
+            {"ns": namespace, "owner": owner},
+        )
 
     async def release(self, namespace: str, owner: str, stream_ids: Sequence[str]) -> None:
         await self._all(

@@ -440,12 +440,21 @@ class PostgresRecorder(WorkIndexQueries):
         )
         return await self._events(query, (namespace, list(stream_ids)))
 
-    async def watch(self, namespace: str, *, work: bool = False, final: bool = False) -> NoticeWatch:
+    async def watch(
+        self, namespace: str, *, work: bool = False, final: bool = False, handed_to: str | None = None
+    ) -> NoticeWatch:
         """A watch of ``namespace`` that reads the notifications' payloads (see ``Journal.watch``)."""
         channels = self._channels
         channel = channels.final if final else channels.work if work else channels.main
         await self._waker.listen(channel)
-        return NoticeWatch(self._waker, namespace, channel)
+        tickets = None if handed_to is None else self.ticket_channel(handed_to)
+        if tickets is not None:
+            await self._waker.listen(tickets)
+        return NoticeWatch(self._waker, namespace, channel, tickets)
+
+    def ticket_channel(self, owner: str) -> str:
+        """The channel a start that took ``owner``'s ticket notifies (NOTIFY names are short)."""
+        return f"{self._channels.work}_{hashlib.sha1(owner.encode()).hexdigest()[:12]}"
 
 
 async def _configure(conn: Conn) -> None:

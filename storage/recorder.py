@@ -45,6 +45,9 @@ class AppendRequest(msgspec.Struct, frozen=True):
     final: bool = False
     """The append may end what others await (a workflow's end): watchers of final
     appends are told (see ``Journal.append``)."""
+    hand_off: bool = False
+    """A start: when its commit holds it alone, a backend with tickets hands the
+    stream to an idle worker's ticket (see ``Journal.append``)."""
 
 
 def stored_events(

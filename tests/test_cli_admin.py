@@ -22,10 +22,10 @@ def test_migrate_applies_once_then_reports_up_to_date(
 ) -> None:
     status, out, _ = sagalog(capsys, "admin", "migrate", "--db", pg_url)
     assert status == 0
-    assert out.splitlines()[:3] == [
-        "applied 001_journal", "applied 002_append_arrays", "applied 003_notices"
+    assert out.splitlines()[:4] == [
+        "applied 001_journal", "applied 002_append_arrays", "applied 003_notices", "applied 004_tickets"
     ]
-    assert out.splitlines()[3].endswith("is migrated")
+    assert out.splitlines()[4].endswith("is migrated")
     status, out, _ = sagalog(capsys, "admin", "migrate", "--db", pg_url)
     assert (status, out.strip().endswith("is up to date")) == (0, True)
 
@@ -61,7 +61,7 @@ def test_an_unmigrated_database_tells_to_migrate(
 ) -> None:
     status, _, err = sagalog(capsys, "admin", "namespaces", "--db", pg_url)
     assert status == 1
-    assert "is not migrated (missing 001_journal, 002_append_arrays, 003_notices)" in err
+    assert "is not migrated (missing 001_journal, 002_append_arrays, 003_notices, 004_tickets)" in err
     assert "run `sagalog admin migrate --db URL`" in err
 
 

@@ -112,7 +112,7 @@ async def test_every_object_lives_in_the_search_path_schema(pg: Journal, pg_url:
             " WHERE p.proname = 'events_refuse_change'"
         ).fetchall()
     assert tables == {
-        "events", "snapshots", "checkpoints", "namespaces", "work_index", "schema_migrations"
+        "events", "snapshots", "checkpoints", "namespaces", "work_index", "tickets", "schema_migrations"
     }
     assert (schema,) in functions
 
@@ -121,7 +121,7 @@ async def test_an_unmigrated_schema_is_refused_with_the_command_to_run(pg_url: s
     with pytest.raises(ProgrammingError) as caught:
         await connect(pg_url, migrate=False)
     message = str(caught.value)
-    assert "is not migrated (missing 001_journal, 002_append_arrays, 003_notices)" in message
+    assert "is not migrated (missing 001_journal, 002_append_arrays, 003_notices, 004_tickets)" in message
     assert "sagalog admin migrate" in message
 
 
@@ -137,7 +137,7 @@ async def test_concurrent_migrations_apply_each_file_once(pg_url: str) -> None:
             tg.start_soon(lambda: _open_and_close(pg_url))
     with raw(pg_url) as conn:
         rows = conn.execute("SELECT version, name FROM schema_migrations").fetchall()
-    assert sorted(rows) == [(1, "journal"), (2, "append_arrays"), (3, "notices")]
+    assert sorted(rows) == [(1, "journal"), (2, "append_arrays"), (3, "notices"), (4, "tickets")]
     journal = await connect(pg_url, migrate=False)  # migrated: accepted
     await journal.close()
 
@@ -168,7 +168,7 @@ async def test_a_journal_written_before_002_is_upgraded_and_appended_to(pg_url: 
         )
     with pytest.raises(ProgrammingError, match="missing 002_append_arrays"):
         await connect(pg_url, migrate=False)
-    assert await migrations.migrate_url(pg_url) == ["002_append_arrays", "003_notices"]
+    assert await migrations.migrate_url(pg_url) == ["002_append_arrays", "003_notices", "004_tickets"]
     journal = await connect(pg_url, migrate=False)
     try:
         outcomes = await journal.recorder.append_batch([
