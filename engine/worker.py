@@ -274,6 +274,8 @@ class Worker:
                     claims, next_due = await self._journal.claim_next(
                         self.owner, settings.lease_seconds, want, read=self._handler.prefetch
                     )
+                    if len(claims) >= want:
+                        self._claim_wanted = True  # a full batch: there may be more
                 still_free = free - len(claims)
                 if self._tickets > still_free:
                     await self._withdraw()  # starts taking them would go beyond the concurrency

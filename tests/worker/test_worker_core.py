@@ -111,6 +111,34 @@ async def test_every_ready_stream_is_advanced_once_and_leaves_the_index(journal:
     assert worker.metrics.value("sagalog_cache_hits_total") == 7
 
 
+class Finisher(Stepper):
+    """Ends each stream in one advance, as a worker's own quiet commit that removes its row."""
+
+    async def handle(self, stream_id: str, *, taken_over: bool = True, lease: Any = None) -> Outcome:
+        self.calls.append(stream_id)
+        version = await self.journal.stream_version(stream_id)
+        done = NewEvent("Done", b"", {"worker": "w1"})  # our own: no notice wakes the claim loop
+        await self.journal.append(stream_id, version, [done], schedule=Schedule(None), quiet=True)
+        return Outcome("completed", indexed=False)  # no lease left to give back either
+
+
+async def test_a_full_claim_batch_is_followed_by_another_claim_at_once(journal: Journal) -> None:
+    ids = await make_ready(journal, 12)
+    handler = Finisher(journal)
+    # Nothing else wakes it (its commits are its own, nothing is released): only claiming
+    # again after a full batch drains the index before the poll.
+    worker = Worker(journal, handler, settings(claim_batch=4, poll_seconds=60.0))
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run)
+
+        async def drained() -> bool:
+            return await journal.next_ready_at() is None
+
+        await eventually(drained, timeout=5.0)
+        worker.shutdown()
+    assert sorted(handler.calls) == ids
+
+
 async def test_concurrency_bounds_instances_in_flight() -> None:
     journal = await connect("memory://")
     await make_ready(journal, 10)
