@@ -279,9 +279,9 @@ class Worker:
                 still_free = free - len(claims)
                 if self._tickets > still_free:
                     await self._withdraw()  # starts taking them would go beyond the concurrency
-                elif not self._tickets and still_free > 0 and self._journal.hands_off:
-                    # Slots stay free: the next starts may come straight here. A few tickets
-                    # at a time, so that offering again is rare (a start takes one).
+                elif not (self._tickets or claims) and still_free > 0 and self._journal.hands_off:
+                    # Idle with free slots: the next starts may come straight here. A few
+                    # tickets at a time, so that offering again is rare (a start takes one).
                     slots = min(TICKETS, still_free)
                     await self._journal.offer(self.owner, slots, settings.lease_seconds)
                     self._tickets = slots
