@@ -4,12 +4,12 @@ A worker with free slots and nothing to claim leaves tickets
 (``Journal.offer``); a start appended alone takes one in its own statement,
 leases the instance to that worker and tells only it, with the start event
 in the notice. These tests show the hand-off, the tickets that take nothing
-(run out, withdrawn by a drain) and a start handed to a worker that died.
+(run out, of another namespace, withdrawn by a drain or by a worker whose
+slots filled) and a start handed to a worker that died.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -20,17 +20,12 @@ from sagalog.engine.worker import Worker
 from sagalog.engine.worker_process import RunnerHandler
 from sagalog.engine.worker_settings import WorkerSettings
 from sagalog.storage import Journal, connect
+from test_worker_core import Stepper, make_ready
 
 pytestmark = pytest.mark.anyio
 
-
-@pytest.fixture
-async def journal(pg_url: str) -> AsyncIterator[Journal]:
-    opened = await connect(pg_url, migrate=True)
-    try:
-        yield opened
-    finally:
-        await opened.close()
+ON_POSTGRES = pytest.mark.parametrize("journal_url", ["postgres"], indirect=True)
+"""The ``journal`` fixture on PostgreSQL only (its ``pg_url`` is the test's too)."""
 
 
 def rows(pg_url: str, query: str) -> list[tuple[Any, ...]]:
@@ -68,6 +63,7 @@ async def until(condition: Any) -> None:
             await anyio.sleep(0.02)
 
 
+@ON_POSTGRES
 async def test_an_idle_workers_ticket_takes_a_start_without_a_claim(journal: Journal, pg_url: str) -> None:
     registry, gate = Registry(), anyio.Event()
     gated = gated_saga(registry, gate)
@@ -91,6 +87,7 @@ async def test_an_idle_workers_ticket_takes_a_start_without_a_claim(journal: Jou
     assert tickets(pg_url) == []  # the drain withdrew the rest
 
 
+@ON_POSTGRES
 async def test_a_ticket_whose_lease_ran_out_or_of_another_namespace_takes_nothing(
     journal: Journal, pg_url: str
 ) -> None:
@@ -107,6 +104,7 @@ async def test_a_ticket_whose_lease_ran_out_or_of_another_namespace_takes_nothin
     assert tickets(pg_url) == [("elsewhere", 1), ("gone", 1)]
 
 
+@ON_POSTGRES
 async def test_a_start_handed_to_a_worker_that_died_is_taken_over_once_its_lease_runs_out(
     journal: Journal, pg_url: str
 ) -> None:
@@ -137,3 +135,18 @@ async def test_other_backends_hand_nothing_off(sqlite_url: str) -> None:
         await journal.withdraw("w")  # nothing to take back: no error either
     finally:
         await journal.close()
+
+
+@ON_POSTGRES
+async def test_a_worker_whose_slots_fill_withdraws_its_tickets(journal: Journal, pg_url: str) -> None:
+    handler = Stepper(journal)
+    handler.gate = anyio.Event()
+    worker = Worker(journal, handler, WorkerSettings(worker_id="w", poll_seconds=0.05, concurrency=2))
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run)
+        await until(lambda: tickets(pg_url) == [("w", 1), ("w", 2)])  # one per free slot
+        await make_ready(journal, 2)  # appended with no hand-off: the worker claims them
+        await until(lambda: tickets(pg_url) == [])  # no slot left for a start to take
+        assert len(worker.leases) == 2
+        handler.gate.set()
+        worker.shutdown()
