@@ -146,7 +146,7 @@ async def test_a_worker_whose_slots_fill_withdraws_its_tickets(journal: Journal,
         await tg.start(worker.run)
         await until(lambda: tickets(pg_url) == [("w", 1), ("w", 2)])  # one per free slot
         await make_ready(journal, 2)  # appended with no hand-off: the worker claims them
-        await until(lambda: tickets(pg_url) == [])  # no slot left for a start to take
-        assert len(worker.leases) == 2
+        # Both claimed, and no slot left for a start to take: the tickets are gone.
+        await until(lambda: len(worker.leases) == 2 and tickets(pg_url) == [])
         handler.gate.set()
         worker.shutdown()
