@@ -5,7 +5,8 @@ A worker with free slots and nothing to claim leaves tickets
 leases the instance to that worker and tells only it, with the start event
 in the notice. These tests show the hand-off, the tickets that take nothing
 (run out, of another namespace, withdrawn by a drain or by a worker whose
-slots filled) and a start handed to a worker that died.
+slots filled), a start handed to a worker that died, and one too big for
+its notice to carry (the worker reads it).
 """
 
 from __future__ import annotations
@@ -150,3 +151,29 @@ async def test_a_worker_whose_slots_fill_withdraws_its_tickets(journal: Journal,
         await until(lambda: len(worker.leases) == 2 and tickets(pg_url) == [])
         handler.gate.set()
         worker.shutdown()
+
+
+@ON_POSTGRES
+async def test_a_start_too_big_for_its_notice_is_handed_off_and_read(journal: Journal, pg_url: str) -> None:
+    registry = Registry()
+
+    @step(name="measure", registry=registry)
+    async def measure(text: str) -> int:
+        return len(text)
+
+    @workflow(name="big", registry=registry)
+    def big(ctx: Any, text: str) -> Any:
+        return (yield measure(text))
+
+    client = Runner(journal, registry, worker_id="client")
+    worker = Worker(journal, RunnerHandler(Runner(journal, registry, worker_id="w")),
+                    WorkerSettings(worker_id="w", poll_seconds=0.05))  # fmt: skip
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run)
+        await until(lambda: len(tickets(pg_url)) == 4)
+        # Its start event is over the 1,024 bytes a notice carries: the worker reads it.
+        await client.start(big, "x" * 5000, id="b")
+        assert await client.result("b", timeout=10) == 5000
+        worker.shutdown()
+    assert worker.metrics.value("sagalog_instances_handed_total") == 1
+    assert worker.metrics.value("sagalog_instances_claimed_total") == 0
