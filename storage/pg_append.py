@@ -116,12 +116,15 @@ unscheduled AS (
      WHERE namespace = $1 AND stream_id = $2 AND EXISTS (SELECT FROM inserted))"""
 # A start (see sql/004_tickets.sql) takes an idle worker's ticket, if one is
 # left, and writes its work-index row leased to that worker; then it notifies
-# the ticket's channel in place of the work channel (${work}).
+# the ticket's channel in place of the work channel (${work}). The ticket
+# renewed last first: a killed worker's tickets age (no heartbeat renews
+# them), so they are taken only when no live worker has one left.
 _HAND_OFF = """
 ticket AS (
     DELETE FROM tickets
      WHERE (namespace, owner, slot) = (SELECT namespace, owner, slot FROM tickets
                                         WHERE namespace = $1 AND lease_expires_at > $3::timestamptz
+                                        ORDER BY lease_expires_at DESC
                                         LIMIT 1 FOR UPDATE SKIP LOCKED)
        AND EXISTS (SELECT FROM inserted)
     RETURNING owner, channel, lease_expires_at),

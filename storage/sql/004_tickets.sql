@@ -12,9 +12,11 @@
 -- instance on the notification, and no other worker wakes up for it. One
 -- ticket is one hand-off.
 --
--- A ticket is a hint like a notification: losing one (a worker killed while
--- it held it) costs the one start that took it a lease's wait, after which
--- any worker takes the instance over, as after a claim by a killed worker.
+-- A ticket is a hint like a notification: one left by a worker that was
+-- killed costs the start that takes it a lease's wait, after which any
+-- worker takes the instance over, as after a claim by a killed worker.
+-- Starts take the ticket renewed last, so a dead worker's (which no
+-- heartbeat renews) are taken only when no live worker has one left.
 -- Like work_index, the table holds nothing the events do not: it may be
 -- emptied at any time.
 

@@ -106,6 +106,19 @@ async def test_a_ticket_whose_lease_ran_out_or_of_another_namespace_takes_nothin
 
 
 @ON_POSTGRES
+async def test_a_start_takes_the_ticket_renewed_last(journal: Journal, pg_url: str) -> None:
+    registry = Registry()
+    gated = gated_saga(registry, anyio.Event())
+    await journal.offer("killed", 1, 10.0)  # not renewed since: it runs out first
+    await journal.offer("alive", 1, 30.0)  # a heartbeat renewed it just now
+
+    await Runner(journal, registry).start(gated, id="r")
+
+    assert lease_of(pg_url, "r") == ("alive",)
+    assert tickets(pg_url) == [("killed", 1)]
+
+
+@ON_POSTGRES
 async def test_a_start_handed_to_a_worker_that_died_is_taken_over_once_its_lease_runs_out(
     journal: Journal, pg_url: str
 ) -> None:
