@@ -30,11 +30,11 @@ import anyio.abc
 import msgspec
 from sagalog.engine import logs
 from sagalog.engine.worker_http import StatusServer
-from sagalog.engine.worker_leases import LeaseBook, Outage
+from sagalog.engine.worker_leases import LeaseBook, Outage, Tickets, told_starts
 from sagalog.engine.worker_metrics import WorkerMetrics
 from sagalog.engine.worker_settings import WorkerSettings, validate
 from sagalog.engine.workflow import Registry
-from sagalog.storage import Backoff, Claim, Event, Journal, Touch, Watch
+from sagalog.storage import Backoff, Claim, Journal, Watch
 
 from sagalog.clock import SYSTEM_CLOCK, Clock
 from sagalog.errors import ConcurrencyError, DatabaseError, OperationalError
@@ -140,10 +140,7 @@ class Worker:
         """Set while the claim loop waits for work: the watcher looks for events only then."""
         self._claim_wanted = True
         """Something may be claimable: not only hand-offs woke the claim loop."""
-        self._handed: list[Touch] = []
-        """Starts handed to this worker's tickets, for the claim loop to take."""
-        self._tickets = 0
-        """Tickets this worker has out (``Journal.offer``): as many next starts may come to it."""
+        self.tickets = Tickets()
 
     # -- control ---------------------------------------------------------
 
@@ -252,7 +249,7 @@ class Worker:
             # while we claim sets this very event, so the wait below ends at
             # once instead of missing it (anyio Events are one-shot).
             changed = self._changed
-            if self._handed:
+            if self.tickets.waiting:
                 await self._take_handed(work)
             if self._draining:
                 return
@@ -277,14 +274,14 @@ class Worker:
                     if len(claims) >= want:
                         self._claim_wanted = True  # a full batch: there may be more
                 still_free = free - len(claims)
-                if self._tickets > still_free:
+                if self.tickets.out > still_free:
                     await self._withdraw()  # starts taking them would go beyond the concurrency
-                elif not (self._tickets or claims) and still_free > 0 and self._journal.hands_off:
+                elif not (self.tickets.out or claims) and still_free > 0 and self._journal.hands_off:
                     # Idle with free slots: the next starts may come straight here. A few
                     # tickets at a time, so that offering again is rare (a start takes one).
                     slots = min(TICKETS, still_free)
                     await self._journal.offer(self.owner, slots, settings.lease_seconds)
-                    self._tickets = slots
+                    self.tickets.out = slots
             except OperationalError as exc:
                 self._claim_wanted = True
                 await self._pause(self.outage.failed(exc), changed)
@@ -305,17 +302,8 @@ class Worker:
     async def _take_handed(self, work: anyio.abc.TaskGroup) -> None:
         """Advance the streams that starts handed to this worker: their leases are ours.
         A start's notice carries its event, so the handler replays without a read."""
-        handed, self._handed = self._handed, []
-        fresh = [t for t in handed if t.stream_id not in self.leases]
-        now = self._clock.now()
-        # Claims in form only (what ``prepare`` takes): the events are the starts as told.
-        await self._prepare([
-            Claim(t.stream_id, now, self.owner, now, (Event(
-                0, t.stream_id, 1, t.last.type, t.last.payload, dict(t.last.metadata), t.namespace, now
-            ),))
-            for t in fresh
-            if t.last is not None and t.stream_id is not None and t.namespace is not None
-        ])  # fmt: skip
+        fresh = [t for t in self.tickets.take() if t.stream_id not in self.leases]
+        await self._prepare(told_starts(fresh, self.owner, self._clock.now()))
         for touch in fresh:
             stream_id = touch.stream_id
             if stream_id is None or stream_id in self.leases:
@@ -330,7 +318,7 @@ class Worker:
         have taken one that a heartbeat then renewed."""
         if not self._journal.hands_off:
             return
-        self._tickets = 0
+        self.tickets.out = 0
         try:
             await self._journal.withdraw(self.owner)
         except OperationalError as exc:
@@ -362,8 +350,8 @@ class Worker:
         # cancelled, so another worker can take over at once instead of
         # waiting for them to expire; an unreachable database just makes
         # them expire as they would after a crash.
-        handed, self._handed = self._handed, []  # handed to us after the claim loop ended
-        untaken = {t.stream_id for t in handed if t.stream_id is not None}
+        # Handed to us after the claim loop ended: ours to give back.
+        untaken = {t.stream_id for t in self.tickets.take() if t.stream_id is not None}
         ids = sorted(set(self.leases.pending_releases()) | set(self.leases.in_flight) | untaken)
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
             await self._withdraw()
@@ -438,12 +426,7 @@ class Worker:
             assert self._watching is not None
             try:
                 touches = await self._watching.next(self.settings.poll_seconds)
-                handed = [t for t in touches if t.handed and t.stream_id is not None]
-                if any(t.namespace is None for t in touches):
-                    self._tickets = 0  # notices may be lost: offer anew (the next offer renews)
-                if handed:
-                    self._handed += handed
-                    self._tickets = max(0, self._tickets - len(handed))  # none left: offer again
+                if self.tickets.hand_over(touches):
                     self._wake()
                 if any(t.worker != self.owner and not t.handed for t in touches):
                     self._notify()
@@ -533,7 +516,7 @@ class Worker:
 
     async def _renew_ticket(self) -> None:
         """Keep the lease our ticket offers from running out (a start copies it)."""
-        if not self._tickets or self._draining:
+        if not self.tickets.out or self._draining:
             return
         try:
             await self._journal.offer(self.owner, 0, self.settings.lease_seconds)

@@ -1,4 +1,4 @@
-"""The bookkeeping around claims: leases held, leases to give back, database outages.
+"""The bookkeeping around claims: leases held and to give back, tickets, database outages.
 
 Kept apart from the worker's loops so each piece reads on its own: the
 worker decides *when* to claim, renew and release; these classes remember
@@ -11,7 +11,7 @@ import logging
 from datetime import datetime
 
 import anyio
-from sagalog.storage import Backoff
+from sagalog.storage import Backoff, Claim, Event, Touch
 
 from sagalog.clock import Clock
 
@@ -67,6 +67,51 @@ class LeaseBook:
         ids = sorted(self.to_release)
         self.to_release.clear()
         return ids
+
+
+class Tickets:
+    """This worker's tickets (``Journal.offer``) and the starts handed to them.
+
+    A start appended alone takes one ticket and leases its new instance to
+    this worker; the watcher passes the notices on (:meth:`hand_over`) and
+    the claim loop takes the instances (:meth:`take`).
+    """
+
+    def __init__(self) -> None:
+        self.out = 0
+        """Tickets out as far as this worker knows: as many next starts may come to it."""
+        self._handed: list[Touch] = []
+
+    @property
+    def waiting(self) -> bool:
+        """Starts were handed over and not taken yet."""
+        return bool(self._handed)
+
+    def hand_over(self, touches: list[Touch]) -> bool:
+        """Note the starts among ``touches`` handed to this worker; True if there were any."""
+        if any(t.namespace is None for t in touches):
+            self.out = 0  # notices may be lost: offer anew (the next offer renews what is left)
+        handed = [t for t in touches if t.handed and t.stream_id is not None]
+        self._handed += handed
+        self.out = max(0, self.out - len(handed))  # none left: the claim loop offers again
+        return bool(handed)
+
+    def take(self) -> list[Touch]:
+        """The starts handed over since the last call."""
+        handed, self._handed = self._handed, []
+        return handed
+
+
+def told_starts(handed: list[Touch], owner: str, now: datetime) -> list[Claim]:
+    """Claims in form only (what ``StreamHandler.prepare`` takes) of the handed starts whose
+    notice carried the start event (``Touch.last``): the handler replays from it, unread."""
+    return [
+        Claim(t.stream_id, now, owner, now, (Event(
+            0, t.stream_id, 1, t.last.type, t.last.payload, dict(t.last.metadata), t.namespace, now
+        ),))
+        for t in handed
+        if t.last is not None and t.stream_id is not None and t.namespace is not None
+    ]  # fmt: skip
 
 
 class Outage:
