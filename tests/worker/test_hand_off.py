@@ -18,9 +18,10 @@ import psycopg
 import pytest
 from sagalog.engine import Registry, Runner, step, workflow
 from sagalog.engine.worker import Worker
+from sagalog.engine.worker_leases import Tickets
 from sagalog.engine.worker_process import RunnerHandler
 from sagalog.engine.worker_settings import WorkerSettings
-from sagalog.storage import Journal, connect
+from sagalog.storage import UNKNOWN, Journal, Touch, connect
 from test_worker_core import Stepper, make_ready
 
 pytestmark = pytest.mark.anyio
@@ -190,3 +191,14 @@ async def test_a_start_too_big_for_its_notice_is_handed_off_and_read(journal: Jo
         worker.shutdown()
     assert worker.metrics.value("sagalog_instances_handed_total") == 1
     assert worker.metrics.value("sagalog_instances_claimed_total") == 0
+
+
+def test_the_worker_counts_its_tickets_down_and_forgets_them_when_notices_may_be_lost() -> None:
+    tickets = Tickets()
+    tickets.out = 4
+    start = Touch("default", "wf-a", ("WorkflowStarted",), "", handed=True)
+    assert not tickets.hand_over([Touch("default", "wf-b", ("StepCompleted",), "w")])  # not ours
+    assert tickets.hand_over([start]) and tickets.out == 3 and tickets.waiting
+    assert tickets.take() == [start] and not tickets.waiting
+    assert not tickets.hand_over([UNKNOWN])
+    assert tickets.out == 0  # a start may have taken one unheard: offer anew
